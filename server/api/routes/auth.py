@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from server.api.deps import HubDep
+from server.auth import login
+from shared.api import MagicLinkRequest, MagicLinkSent, RefreshRequest, TokenPair, VerifyRequest
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.post("/magic-link", response_model=MagicLinkSent, status_code=202)
+async def magic_link(body: MagicLinkRequest, hub: HubDep, request: Request) -> MagicLinkSent:
+    expires = await login.request_link(hub, body.email, str(request.base_url))
+    return MagicLinkSent(sent=True, expires_in=expires)
+
+
+@router.post("/verify", response_model=TokenPair)
+async def verify(body: VerifyRequest, hub: HubDep) -> TokenPair:
+    return await login.verify(hub, email=body.email, code=body.code, token=body.token)
+
+
+@router.get("/verify", response_model=TokenPair)
+async def verify_link(token: str, hub: HubDep) -> TokenPair:
+    """The magic link itself: opening it signs in."""
+    body = VerifyRequest(token=token)
+    return await login.verify(hub, email=None, code=None, token=body.token)
+
+
+@router.post("/refresh", response_model=TokenPair)
+async def refresh(body: RefreshRequest, hub: HubDep) -> TokenPair:
+    return await login.refresh(hub, body.refresh_token)

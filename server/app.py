@@ -1,0 +1,85 @@
+"""The FastAPI application. The lifespan owns the hub's connections (Redis, database, tasks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server import __version__
+from server.api.routes import agents, audit, auth, commands, constraints, presets, reports, system
+from server.errors import ServiceError
+from server.hub import Hub
+from server.maintenance import run_maintenance
+from server.ws import agent as agent_ws
+from server.ws import dashboard as dashboard_ws
+from shared.config import Settings
+
+log = logging.getLogger(__name__)
+
+_HTTP_ERRORS = {400: "BAD_REQUEST", 401: "AUTH_FAILED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+                409: "CONFLICT", 422: "INVALID_MESSAGE", 429: "RATE_LIMIT"}  # fmt: skip
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, "details": details}, status_code=status)
+
+
+def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        the_hub = hub or Hub(settings)
+        await the_hub.start()
+        app.state.hub = the_hub
+        maintenance = asyncio.create_task(run_maintenance(the_hub), name="maintenance")
+        try:
+            yield
+        finally:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+            await the_hub.stop()
+
+    app = FastAPI(
+        title="Onsembl hub",
+        version=__version__,
+        description="Control center for AI coding agents: REST API. WebSockets: /ws/agent and /ws/dashboard.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return _error(exc.status, exc.code.value, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()[:20]
+        ]
+        return _error(422, "INVALID_MESSAGE", "the request does not match the API", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, _HTTP_ERRORS.get(exc.status_code, "HTTP_ERROR"), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _error(500, "INTERNAL_ERROR", "the hub failed to handle the request")
+
+    for module in (auth, agents, commands, presets, reports, audit, constraints, system):
+        app.include_router(module.router, prefix="/v1")
+    app.include_router(system.health_router)
+    app.include_router(agent_ws.router)
+    app.include_router(dashboard_ws.router)
+    return app

@@ -1,0 +1,225 @@
+"""``onsembl``: one command for the whole system (hub, workers, tokens, database, agents, TUI)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from shared.config import Settings
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        print("onsembl: invalid settings:", file=sys.stderr)
+        for e in exc.errors(include_url=False):
+            field = ".".join(str(p) for p in e["loc"]) or "settings"
+            print(f"  ONSEMBL_{field.upper()}: {e['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# ---- server ---------------------------------------------------------------------------------------
+
+
+def serve(settings: Settings, *, workers: int, port_file: Path | None = None) -> None:
+    import uvicorn
+
+    from server.app import create_app
+    from shared.logs import setup_logging
+    from server.worker import spawn_pool
+    from shared.protocol import MAX_AGENT_MESSAGE_BYTES
+
+    setup_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Start Redis first so the pool and the hub share it.
+    from server.redis_embedded import ensure_redis_url
+
+    _, embedded = ensure_redis_url(settings.redis_url, settings.data_dir, settings.embedded_redis_socket)
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    port = sock.getsockname()[1]
+    pool = spawn_pool(workers) if workers > 0 else None
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        ws="websockets-sansio",
+        ws_max_size=MAX_AGENT_MESSAGE_BYTES + 64 * 1024,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.02)
+        if server.started:
+            url = f"http://{settings.host}:{port}"
+            if port_file is not None:
+                tmp = port_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"port": port, "url": url, "pid": os.getpid()}))
+                tmp.replace(port_file)
+            print(f"onsembl hub listening on {url}", file=sys.stderr, flush=True)
+        await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        if pool is not None:
+            pool.send_signal(signal.SIGTERM)
+            try:
+                pool.wait(timeout=10)
+            except Exception:
+                pool.kill()
+        if embedded is not None:
+            embedded.stop()
+
+
+def cmd_server(args: argparse.Namespace) -> None:
+    settings = _settings(host=args.host, port=args.port, log_level=args.log_level)
+    workers = settings.workers if args.workers is None else args.workers
+    serve(settings, workers=workers, port_file=args.port_file)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from shared.logs import setup_logging
+    from server.worker import run
+
+    settings = _settings(log_level=args.log_level)
+    setup_logging(settings.log_level)
+    run(settings, args.n, burst=args.burst)
+
+
+# ---- tokens ---------------------------------------------------------------------------------------
+
+
+async def _ensure_agent(settings: Settings, name: str, agent_type: str) -> str:
+    from server.agents import AgentDirectory
+    from server.db.session import make_engine, make_sessionmaker, upgrade_async
+    from shared.enums import AgentType
+
+    await upgrade_async(settings.sqlalchemy_url)
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        directory = AgentDirectory(None, make_sessionmaker(engine))  # type: ignore[arg-type]
+        row = await directory.ensure(name, AgentType(agent_type.upper()))
+        return row.id
+    finally:
+        await engine.dispose()
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    from server.auth.tokens import TokenKind, mint
+
+    settings = _settings()
+    if args.kind == "agent":
+        agent_id = asyncio.run(_ensure_agent(settings, args.subject, args.type))
+        print(f"agent {args.subject} has id {agent_id}", file=sys.stderr)
+        print(mint(settings, TokenKind.AGENT, agent_id, name=args.subject, ttl_s=args.ttl))
+    else:
+        print(mint(settings, TokenKind.ACCESS, args.subject.strip().lower(), name=args.subject, ttl_s=args.ttl))
+
+
+def cmd_db(args: argparse.Namespace) -> None:
+    from server.db.session import upgrade
+
+    settings = _settings()
+    upgrade(settings.sqlalchemy_url, args.revision)
+    print(f"database at revision {args.revision}", file=sys.stderr)
+
+
+# ---- everything on one machine -------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    from server.up import run_up
+
+    run_up(_settings(port=args.port, log_level=args.log_level), headless=args.headless, demo_agents=args.agents)
+
+
+# ---- entry points ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onsembl", description="Onsembl: a control center for AI coding agents")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_log_level(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper, default=None)
+        return p
+
+    p = with_log_level(sub.add_parser("server", help="run the hub (with an embedded RQ worker pool)"))
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, help="embedded RQ workers (0: none; default from settings)")
+    p.add_argument("--port-file", type=Path, help="write {port, url, pid} here once listening")
+    p.set_defaults(func=cmd_server)
+
+    p = with_log_level(sub.add_parser("worker", help="run RQ workers for the hub's Redis"))
+    p.add_argument("-n", type=int, default=1, help="number of workers")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("token", help="mint a token")
+    token_sub = p.add_subparsers(dest="kind", required=True)
+    pa = token_sub.add_parser("agent", help="create or reuse agent NAME and print a token for it")
+    pa.add_argument("subject", metavar="NAME")
+    pa.add_argument("--type", default="shell", choices=["shell", "claude", "gemini", "codex"])
+    pa.add_argument("--ttl", type=int, default=None, help="seconds (default from settings)")
+    pu = token_sub.add_parser("user", help="print an access token for user EMAIL")
+    pu.add_argument("subject", metavar="EMAIL")
+    pu.add_argument("--ttl", type=int, default=None)
+    p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("db", help="database migrations")
+    db_sub = p.add_subparsers(dest="action", required=True)
+    pu = db_sub.add_parser("upgrade", help="migrate the schema")
+    pu.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(func=cmd_db)
+
+    p = with_log_level(sub.add_parser("up", help="hub, workers and demo agents on this machine"))
+    p.add_argument("--headless", action="store_true", help="run as a foreground service, no TUI")
+    p.add_argument("--port", type=int)
+    p.add_argument("--agents", type=int, default=2, help="local demo agents to start")
+    p.set_defaults(func=cmd_up)
+
+    sub.add_parser("agent", help="run an agent wrapper (same as onsembl-agent)", add_help=False)
+    sub.add_parser("tui", help="open the terminal UI (same as onsembl-tui)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "agent":
+        from wrapper.cli import main as agent_main
+
+        agent_main(argv[1:])
+        return
+    if argv and argv[0] == "tui":
+        from tui.cli import main as tui_main
+
+        tui_main(argv[1:])
+        return
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+def server_main() -> None:
+    main(["server", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

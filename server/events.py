@@ -1,0 +1,157 @@
+"""The event stream: every change the TUIs see and the store records goes through one Redis stream.
+
+Hubs append to it (output, statuses, traces) and RQ jobs do too (dispatch, time limits). Every hub
+reads it to relay events to its own TUI clients, and a consumer group writes it to the database, so
+two hubs on one Redis serve as one, and a hub that dies loses nothing that reached Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+from server import keys
+from server.queue.scripts import ADVANCE_STATUS, PUBLISH_EVENTS
+from shared.enums import ExecutionStatus
+
+log = logging.getLogger(__name__)
+
+#: Events written by one Lua call at most.
+PUBLISH_BATCH = 500
+#: Unflushed events a hub holds before publishers wait for Redis.
+MAX_UNFLUSHED = 20_000
+
+
+def encode(event: BaseModel) -> str:
+    return event.model_dump_json(by_alias=True)
+
+
+@dataclass(slots=True)
+class _Item:
+    dedupe_key: str
+    sequence: int
+    data: str
+
+
+@dataclass
+class EventPublisher:
+    """Appends events to the stream in batches: whatever piles up while one Redis call is in flight
+    goes in the next, so a busy hub makes one round trip per batch, not per line, and an idle one adds
+    no delay."""
+
+    redis: aioredis.Redis
+    maxlen: int
+    _pending: list[_Item] = field(default_factory=list)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _room: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+    published: int = 0
+    failures: int = 0
+
+    def start(self) -> None:
+        self._room.set()
+        self._script = self.redis.register_script(PUBLISH_EVENTS)
+        self._task = asyncio.create_task(self._run(), name="event-publisher")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        # Flush what is left, then stop.
+        for _ in range(100):
+            if not self._pending:
+                break
+            self._wake.set()
+            await asyncio.sleep(0.01)
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+    async def publish(self, event: BaseModel, *, dedupe_key: str = "", sequence: int = 0) -> None:
+        self._pending.append(_Item(dedupe_key, sequence, encode(event)))
+        self._wake.set()
+        if len(self._pending) >= MAX_UNFLUSHED:
+            self._room.clear()
+            await self._room.wait()
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[:PUBLISH_BATCH]
+                args: list[Any] = [self.maxlen]
+                for item in batch:
+                    args.extend((item.dedupe_key, item.sequence, item.data))
+                try:
+                    await self._script(keys=[keys.EVENTS_STREAM], args=args)
+                except (redis.RedisError, OSError) as exc:
+                    # Redis is away: keep the events and try again; they are published in order
+                    # once it is back.
+                    self.failures += 1
+                    log.warning("event stream unavailable (%s); retrying in %.2fs", exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                backoff = 0.05
+                del self._pending[: len(batch)]
+                self.published += len(batch)
+            self._room.set()
+
+
+def advance_args(
+    status: ExecutionStatus, event: BaseModel | None, maxlen: int, fields: dict[str, Any]
+) -> list[Any]:
+    args: list[Any] = [status.value, status.rank, maxlen, encode(event) if event is not None else ""]
+    for name, value in fields.items():
+        args.extend((name, "" if value is None else value))
+    return args
+
+
+async def advance_status(
+    client: aioredis.Redis,
+    execution_id: str,
+    status: ExecutionStatus,
+    event: BaseModel | None,
+    maxlen: int,
+    **fields: Any,
+) -> bool:
+    """Move the execution to ``status`` and publish ``event``, unless it is already that far."""
+    script = client.register_script(ADVANCE_STATUS)
+    result = await script(
+        keys=[keys.execution(execution_id), keys.EVENTS_STREAM],
+        args=advance_args(status, event, maxlen, fields),
+    )
+    return int(result) == 1
+
+
+def advance_status_sync(
+    client: redis.Redis,
+    execution_id: str,
+    status: ExecutionStatus,
+    event: BaseModel | None,
+    maxlen: int,
+    **fields: Any,
+) -> bool:
+    script = client.register_script(ADVANCE_STATUS)
+    result = script(
+        keys=[keys.execution(execution_id), keys.EVENTS_STREAM],
+        args=advance_args(status, event, maxlen, fields),
+    )
+    return int(result) == 1
+
+
+def publish_sync(client: redis.Redis, events: Sequence[BaseModel], maxlen: int) -> None:
+    pipe = client.pipeline(transaction=False)
+    for event in events:
+        pipe.xadd(keys.EVENTS_STREAM, {"m": encode(event)}, maxlen=maxlen, approximate=True)
+    pipe.execute()

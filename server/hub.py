@@ -1,0 +1,302 @@
+"""The hub process's runtime: its connections to Redis and the database, the event publisher, the
+store, the relay to TUI clients, the router to agent sockets, and the sweeper. The FastAPI lifespan
+creates one Hub and closes it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import redis
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from server import keys
+from server.agents import AgentDirectory
+from server.db.session import make_engine, make_sessionmaker, upgrade_async
+from server.events import EventPublisher
+from server.redis_embedded import EmbeddedRedis, ensure_redis_url
+from server.store import Store
+from shared.api import AuditLog
+from shared.config import Settings
+from shared.protocol import AgentStatusMessage, AuditEvent, StreamEvent, now_ms, parse_stream_event
+
+log = logging.getLogger(__name__)
+
+Position = tuple[int, int]
+
+
+def parse_position(value: str | bytes) -> Position:
+    text_value = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text_value.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class StreamClient(Protocol):
+    def deliver(self, position: Position, event: StreamEvent) -> None: ...
+
+
+class AgentSink(Protocol):
+    def forward(self, raw: str) -> None: ...
+
+    async def close_stale(self) -> None: ...
+
+
+def redis_clients(url: str) -> tuple[aioredis.Redis, redis.Redis]:
+    opts: dict[str, Any] = {"health_check_interval": 30}
+    return aioredis.Redis.from_url(url, **opts), redis.Redis.from_url(url, **opts)
+
+
+class Hub:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.hub_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.embedded_redis: EmbeddedRedis | None = None
+        self.redis_url = ""
+        self.redis: aioredis.Redis
+        self.redis_sync: redis.Redis
+        self.engine: AsyncEngine
+        self.sessions: async_sessionmaker[AsyncSession]
+        self.publisher: EventPublisher
+        self.store: Store
+        self.agents: AgentDirectory
+        self.dashboards: set[StreamClient] = set()
+        self.agent_sockets: dict[str, AgentSink] = {}
+        self._pubsub: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.relay_position: Position = (0, 0)
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.redis_url, self.embedded_redis = await asyncio.to_thread(
+            ensure_redis_url, s.redis_url, s.data_dir, s.embedded_redis_socket
+        )
+        self.redis, self.redis_sync = redis_clients(self.redis_url)
+        await upgrade_async(s.sqlalchemy_url)
+        self.engine = make_engine(s.sqlalchemy_url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.agents = AgentDirectory(self.redis, self.sessions)
+        self.publisher = EventPublisher(self.redis, s.event_stream_maxlen)
+        self.publisher.start()
+        self.store = Store(self.redis, self.sessions, consumer=self.hub_id)
+        await self.store.ensure_group()
+        self.store.start()
+        last = await self.redis.xrevrange(keys.EVENTS_STREAM, count=1)
+        self.relay_position = parse_position(last[0][0]) if last else (0, 0)
+        self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        # A placeholder subscription keeps the pubsub connection open before any agent connects.
+        await self._pubsub.subscribe(keys.PREFIX + "hub:" + self.hub_id)
+        self._spawn(self._relay, "relay")
+        self._spawn(self._route_to_agents, "agent-router")
+        self._spawn(self._sweep, "sweeper")
+        log.info("hub %s started (redis %s, database %s)", self.hub_id, _safe_url(self.redis_url), _safe_url(s.sqlalchemy_url))
+
+    def _spawn(self, factory: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run a hub loop for the hub's life; a crash is logged and the loop restarted."""
+
+        async def guarded() -> None:
+            while True:
+                try:
+                    await factory()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("hub task %s failed; restarting", name)
+                    await asyncio.sleep(0.5)
+
+        self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        for agent_id in list(self.agent_sockets):
+            await self.agents.mark_offline(agent_id, self.hub_id)
+        await self.publisher.stop()
+        await self.store.stop()
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+        await self.redis.zrem(keys.HUBS, self.hub_id)
+        await self.redis.aclose()
+        self.redis_sync.close()
+        await self.engine.dispose()
+        if self.embedded_redis is not None:
+            await asyncio.to_thread(self.embedded_redis.stop)
+
+    # ---- events --------------------------------------------------------------------------------
+
+    async def publish(self, event: BaseModel, *, dedupe_key: str = "", sequence: int = 0) -> None:
+        await self.publisher.publish(event, dedupe_key=dedupe_key, sequence=sequence)
+
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        *,
+        agent_id: str | None = None,
+        command_id: str | None = None,
+        **details: Any,
+    ) -> None:
+        entry = AuditLog(at=now_ms(), actor=actor, action=action, agent_id=agent_id, command_id=command_id, details=details)
+        await self.publish(AuditEvent(payload=entry))
+
+    async def publish_agent(self, agent_id: str) -> None:
+        agent = await self.agents.get(agent_id)
+        if agent is not None:
+            await self.publish(AgentStatusMessage(payload=agent))
+
+    async def _relay(self) -> None:
+        """Read the event stream and hand every event to this hub's TUI clients, in order."""
+        reader = aioredis.Redis.from_url(self.redis_url)
+        try:
+            while True:
+                try:
+                    last = f"{self.relay_position[0]}-{self.relay_position[1]}"
+                    response = await reader.xread({keys.EVENTS_STREAM: last}, count=1000, block=1000)
+                except (redis.RedisError, OSError) as exc:
+                    log.warning("relay lost Redis (%s); retrying", exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                if not response:
+                    continue
+                for entry_id, fields in response[0][1]:
+                    position = parse_position(entry_id)
+                    self.relay_position = position
+                    data = fields.get(b"m")
+                    if data is None:
+                        continue
+                    try:
+                        event = parse_stream_event(data)
+                    except ValidationError:
+                        log.error("unreadable event %s in the stream", entry_id)
+                        continue
+                    event.position = f"{position[0]}-{position[1]}"
+                    for client in list(self.dashboards):
+                        client.deliver(position, event)
+        finally:
+            await reader.aclose()
+
+    # ---- agent sockets -------------------------------------------------------------------------
+
+    async def attach_agent(self, agent_id: str, sink: AgentSink) -> None:
+        old = self.agent_sockets.get(agent_id)
+        self.agent_sockets[agent_id] = sink
+        if old is not None and old is not sink:
+            await old.close_stale()
+        await self._pubsub.subscribe(keys.agent_channel(agent_id))
+
+    async def detach_agent(self, agent_id: str, sink: AgentSink) -> bool:
+        if self.agent_sockets.get(agent_id) is not sink:
+            return False
+        del self.agent_sockets[agent_id]
+        await self._pubsub.unsubscribe(keys.agent_channel(agent_id))
+        return True
+
+    async def send_to_agent(self, agent_id: str, message: BaseModel) -> int:
+        """Deliver a hub->agent message through whichever hub holds the agent. Returns receivers."""
+        return int(await self.redis.publish(keys.agent_channel(agent_id), message.model_dump_json(by_alias=True)))
+
+    async def _route_to_agents(self) -> None:
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("agent router lost Redis (%s); resubscribing", exc)
+                await asyncio.sleep(0.5)
+                try:
+                    channels = [keys.agent_channel(a) for a in self.agent_sockets] or [keys.PREFIX + "hub:" + self.hub_id]
+                    await self._pubsub.subscribe(*channels)
+                except (redis.RedisError, OSError):
+                    pass
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            channel = message["channel"].decode()
+            agent_id = channel.rsplit(":", 1)[1]
+            sink = self.agent_sockets.get(agent_id)
+            if sink is not None:
+                sink.forward(message["data"].decode())
+
+    # ---- liveness ------------------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        """Beat for this hub; mark OFFLINE agents that missed their heartbeats, or whose hub died."""
+        s = self.settings
+        interval = max(0.5, min(s.heartbeat_interval_s, 10.0))
+        while True:
+            now = now_ms()
+            try:
+                await self.redis.zadd(keys.HUBS, {self.hub_id: now})
+                stale_before = now - int(s.heartbeat_interval_s * s.missed_heartbeats * 1000)
+                stale = await self.redis.zrangebyscore(keys.ONLINE_AGENTS, 0, stale_before)
+                for raw in stale:
+                    agent_id = raw.decode()
+                    sink = self.agent_sockets.get(agent_id)
+                    if sink is not None:
+                        log.warning("agent %s missed %d heartbeats; closing its socket", agent_id, s.missed_heartbeats)
+                        await sink.close_stale()
+                    hub = await self.redis.hget(keys.agent(agent_id), "hub")
+                    owner = hub.decode() if hub else ""
+                    if sink is not None or not owner or not await self._hub_alive(owner):
+                        if await self.agents.mark_offline(agent_id, owner):
+                            await self.publish_agent(agent_id)
+                            await self.audit("hub", "agent.offline", agent_id=agent_id, reason="missed heartbeats")
+            except (redis.RedisError, OSError) as exc:
+                log.warning("sweeper lost Redis (%s)", exc)
+            await asyncio.sleep(interval)
+
+    async def _hub_alive(self, hub_id: str) -> bool:
+        beat = await self.redis.zscore(keys.HUBS, hub_id)
+        return beat is not None and now_ms() - float(beat) < 30_000
+
+    # ---- health --------------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, tuple[bool, str]]:
+        result: dict[str, tuple[bool, str]] = {}
+        try:
+            info = await asyncio.wait_for(self.redis.info("server"), 2)
+            result["redis"] = (True, f"redis {info.get('redis_version', '?')}")
+        except Exception as exc:  # noqa: BLE001 - health reports any failure
+            result["redis"] = (False, str(exc)[:200])
+        try:
+            async with self.engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(text("SELECT 1")), 2)
+            detail = self.engine.dialect.name
+            if self.store.last_error:
+                result["database"] = (False, self.store.last_error)
+            else:
+                result["database"] = (True, detail)
+        except Exception as exc:  # noqa: BLE001
+            result["database"] = (False, str(exc)[:200])
+        try:
+            from rq import Worker
+
+            workers = await asyncio.to_thread(Worker.count, connection=self.redis_sync)
+            result["workers"] = (workers > 0, f"{workers} RQ workers")
+        except Exception as exc:  # noqa: BLE001
+            result["workers"] = (False, str(exc)[:200])
+        return result
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url

@@ -1,0 +1,247 @@
+"""The RQ job that supervises one execution on its agent.
+
+It runs while the agent works on the command, holding the agent's RateLimit slot so the next command
+waits: it sends COMMAND_REQUEST (through the hub holding the agent's socket), sends it again until the
+agent acknowledges, enforces the time limit (COMMAND_CANCEL, then a grace period), relays a user's
+cancel, and returns when the hub reports COMMAND_COMPLETE. It touches only Redis; the hub's store
+writes the events it publishes to the database.
+
+Signals from the hub arrive on the execution's list: ``ack``, ``done``, ``cancel|REASON|message``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import lru_cache
+from types import TracebackType
+from typing import Any
+
+import redis
+from rq.job import Job, get_current_job
+
+from server import keys
+from server.events import advance_status_sync, publish_sync
+from server.queue import executions
+from server.queue.executions import ExecutionSpec
+from shared.api import ExecutionConstraints
+from shared.config import Settings
+from shared.enums import CommandType, EndReason, ExecutionStatus
+from shared.protocol import (
+    CommandCancel,
+    CommandCancelPayload,
+    CommandRequest,
+    CommandRequestPayload,
+    CommandStatus,
+    CommandStatusPayload,
+    QueueUpdate,
+    now_ms,
+)
+
+log = logging.getLogger(__name__)
+
+#: How often the job checks that the agent is still connected somewhere.
+_AGENT_CHECK_S = 2.0
+
+
+@lru_cache(maxsize=1)
+def _settings() -> Settings:
+    return Settings()
+
+
+def _agent_available(conn: redis.Redis, agent_id: str) -> bool:
+    pipe = conn.pipeline(transaction=False)
+    pipe.zscore(keys.ONLINE_AGENTS, agent_id)
+    pipe.sismember(keys.PAUSED_AGENTS, agent_id)
+    pipe.sismember(keys.STOPPED_AGENTS, agent_id)
+    online, paused, stopped = pipe.execute()
+    return online is not None and not paused and not stopped
+
+
+def _status_event(spec: ExecutionSpec, status: ExecutionStatus, **extra: Any) -> CommandStatus:
+    return CommandStatus(
+        payload=CommandStatusPayload(command_id=spec.command_id, agent_id=spec.agent_id, status=status, **extra)
+    )
+
+
+def publish_queue(conn: redis.Redis, agent_id: str, maxlen: int) -> None:
+    publish_sync(conn, [QueueUpdate(payload=executions.snapshot(conn, agent_id))], maxlen)
+
+
+def end_execution(
+    conn: redis.Redis,
+    spec: ExecutionSpec,
+    status: ExecutionStatus,
+    reason: EndReason,
+    error: str | None,
+    maxlen: int,
+) -> bool:
+    """Settle an execution from the hub's side (the agent never confirmed). True if this call did."""
+    at = now_ms()
+    event = _status_event(spec, status, end_reason=reason, error=error, completed_at=at)
+    applied = advance_status_sync(
+        conn, spec.id, status, event, maxlen, end_reason=reason.value, error=error or "", completed_at=at
+    )
+    if applied:
+        executions.forget(conn, spec)
+        publish_queue(conn, spec.agent_id, maxlen)
+    return applied
+
+
+def run_execution(execution_id: str) -> str:
+    job = get_current_job()
+    assert job is not None, "run_execution runs as an RQ job"
+    conn: redis.Redis = job.connection
+    settings = _settings()
+    maxlen = settings.event_stream_maxlen
+    found = executions.load(conn, execution_id)
+    if found is None:
+        return "missing"
+    spec, state = found
+    if ExecutionStatus(state["status"]).terminal:
+        return "already-ended"
+
+    if not _agent_available(conn, spec.agent_id):
+        executions.park(conn, spec)
+        publish_queue(conn, spec.agent_id, maxlen)
+        return "parked"
+
+    signals = keys.execution_signals(spec.id)
+    request = CommandRequest(
+        payload=CommandRequestPayload(
+            command_id=spec.command_id,
+            content=spec.content,
+            type=CommandType(spec.type),
+            priority=spec.priority,
+            execution_constraints=ExecutionConstraints(
+                time_limit_ms=spec.time_limit_ms, token_budget=spec.token_budget
+            ),
+        )
+    ).to_json()
+    if conn.publish(keys.agent_channel(spec.agent_id), request) == 0:
+        # No hub holds the agent's socket right now: wait for it like for an offline agent.
+        executions.park(conn, spec)
+        publish_queue(conn, spec.agent_id, maxlen)
+        return "parked"
+
+    dispatched_at = now_ms()
+    advance_status_sync(
+        conn,
+        spec.id,
+        ExecutionStatus.DISPATCHED,
+        _status_event(spec, ExecutionStatus.DISPATCHED, queue_position=0, started_at=dispatched_at),
+        maxlen,
+        started_at=dispatched_at,
+    )
+    publish_queue(conn, spec.agent_id, maxlen)
+
+    start = time.monotonic()
+    deadline = start + spec.time_limit_ms / 1000 if spec.time_limit_ms else None
+    last_send = start
+    acked = False
+    cancel: tuple[EndReason, str] | None = None
+    grace_deadline: float | None = None
+    offline_since: float | None = None
+    next_agent_check = start + _AGENT_CHECK_S
+
+    def send_cancel(reason: EndReason, message: str) -> None:
+        conn.hset(keys.execution(spec.id), "cancel_reason", reason.value)
+        conn.publish(
+            keys.agent_channel(spec.agent_id),
+            CommandCancel(
+                payload=CommandCancelPayload(command_id=spec.command_id, reason=message, end_reason=reason)
+            ).to_json(),
+        )
+
+    while True:
+        now = time.monotonic()
+        wakeups = [next_agent_check]
+        if not acked:
+            wakeups.append(last_send + settings.dispatch_retry_s)
+        if deadline is not None and cancel is None:
+            wakeups.append(deadline)
+        if grace_deadline is not None:
+            wakeups.append(grace_deadline)
+        wait = max(0.01, min(wakeups) - now)
+        item = conn.blpop([signals], timeout=wait)
+        now = time.monotonic()
+        if item is not None:
+            signal = item[1].decode()
+            if signal == "done":
+                return "done"
+            if signal == "ack":
+                acked = True
+            elif signal.startswith("cancel|"):
+                _, reason_name, message = signal.split("|", 2)
+                reason = EndReason(reason_name)
+                if cancel is None:
+                    cancel = (reason, message)
+                    grace_deadline = now + settings.cancel_grace_s
+                send_cancel(reason, message)
+            continue
+        current = executions.load(conn, spec.id)
+        if current is None or ExecutionStatus(current[1]["status"]).terminal:
+            return "done"
+        if deadline is not None and cancel is None and now >= deadline:
+            cancel = (EndReason.TIME_LIMIT, f"time limit of {spec.time_limit_ms} ms reached")
+            grace_deadline = now + settings.cancel_grace_s
+            send_cancel(*cancel)
+        if grace_deadline is not None and now >= grace_deadline:
+            assert cancel is not None
+            reason, message = cancel
+            end_execution(
+                conn,
+                spec,
+                ExecutionStatus.CANCELLED,
+                reason,
+                f"{message}; the agent did not confirm within {settings.cancel_grace_s:g} s",
+                maxlen,
+            )
+            return "cancelled"
+        if now >= next_agent_check:
+            next_agent_check = now + _AGENT_CHECK_S
+            online = conn.zscore(keys.ONLINE_AGENTS, spec.agent_id) is not None
+            if online:
+                offline_since = None
+            else:
+                offline_since = offline_since or now
+                if now - offline_since >= settings.agent_lost_timeout_s:
+                    end_execution(
+                        conn,
+                        spec,
+                        ExecutionStatus.FAILED,
+                        EndReason.AGENT_LOST,
+                        f"the agent was offline for {settings.agent_lost_timeout_s:g} s while running it",
+                        maxlen,
+                    )
+                    return "agent-lost"
+        if not acked and now - last_send >= settings.dispatch_retry_s:
+            # The agent drops a request it already has, so sending again is safe.
+            if conn.publish(keys.agent_channel(spec.agent_id), request):
+                last_send = now
+
+
+def on_execution_failure(
+    job: Job,
+    connection: redis.Redis,
+    exc_type: type[BaseException] | None,
+    exc_value: BaseException | None,
+    traceback: TracebackType | None,
+) -> None:
+    """The job died (worker killed, RQ timeout, a bug): settle the execution and stop the agent."""
+    found = executions.load(connection, job.id)
+    if found is None:
+        return
+    spec, state = found
+    if ExecutionStatus(state["status"]).terminal:
+        return
+    connection.publish(
+        keys.agent_channel(spec.agent_id),
+        CommandCancel(
+            payload=CommandCancelPayload(
+                command_id=spec.command_id, reason="the hub lost the command's supervisor", end_reason=EndReason.WORKER_LOST
+            )
+        ).to_json(),
+    )
+    message = f"{exc_type.__name__ if exc_type else 'worker'}: {exc_value}" if exc_value else "the worker running it died"
+    end_execution(connection, spec, ExecutionStatus.FAILED, EndReason.WORKER_LOST, message, _settings().event_stream_maxlen)

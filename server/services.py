@@ -1,0 +1,402 @@
+"""What users do to commands and agents, shared by the REST API and the dashboard socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server import keys
+from server.db.models import AgentRow, CommandRow, ConstraintProfileRow, ExecutionRow, PresetRow
+from server.errors import ServiceError, conflict, invalid, not_found
+from server.events import advance_status
+from server.hub import Hub
+from server.queue import executions
+from server.queue.executions import ExecutionSpec, ReorderError
+from shared.api import (
+    AgentQueue,
+    Command,
+    CommandCreate,
+    ControlResult,
+    EmergencyStopResult,
+    Execution,
+    ExecutionConstraints,
+)
+from shared.enums import (
+    CommandType,
+    ControlAction,
+    EndReason,
+    ErrorCode,
+    ExecutionStatus,
+)
+from shared.protocol import (
+    AgentControl,
+    AgentControlPayload,
+    CommandCancel,
+    CommandCancelPayload,
+    CommandStatus,
+    CommandStatusPayload,
+    EmergencyStopResultMessage,
+    EmergencyStopResultPayload,
+    QueueUpdate,
+    now_ms,
+)
+
+# ---- reading ----------------------------------------------------------------------------------------
+
+
+async def command_record(hub: Hub, session: AsyncSession, row: CommandRow) -> Command:
+    rows = list(
+        (await session.execute(select(ExecutionRow).where(ExecutionRow.command_id == row.id).order_by(ExecutionRow.id))).scalars()
+    )
+    names = {
+        a.id: a.name
+        for a in (await session.execute(select(AgentRow).where(AgentRow.id.in_([r.agent_id for r in rows])))).scalars()
+    }
+    positions: dict[str, int | None] = {}
+    live_status: dict[str, ExecutionStatus] = {}
+    open_rows = [r for r in rows if not ExecutionStatus(r.status).terminal]
+    for agent_id in {r.agent_id for r in open_rows}:
+        snapshot = await asyncio.to_thread(executions.snapshot, hub.redis_sync, agent_id)
+        for item in snapshot.items:
+            positions[item.execution_id] = item.position
+            live_status[item.execution_id] = item.status
+    if open_rows:
+        # The store writes statuses a moment after they happen; Redis has them first.
+        pipe = hub.redis.pipeline(transaction=False)
+        for r in open_rows:
+            pipe.hmget(keys.execution(r.id), "status", "end_reason", "error", "completed_at", "started_at")
+        for r, values in zip(open_rows, await pipe.execute(), strict=True):
+            if values[0]:
+                status = ExecutionStatus(values[0].decode())
+                if status.rank > ExecutionStatus(r.status).rank:
+                    r.status = status.value
+                    r.end_reason = _text(values[1]) or r.end_reason
+                    r.error = _text(values[2]) or r.error
+                    r.completed_at = int(values[3]) if values[3] else r.completed_at
+                    r.started_at = int(values[4]) if values[4] else r.started_at
+    execs = [
+        Execution(
+            id=r.id,
+            command_id=r.command_id,
+            agent_id=r.agent_id,
+            agent_name=names.get(r.agent_id, ""),
+            status=ExecutionStatus(r.status),
+            end_reason=EndReason(r.end_reason) if r.end_reason else None,
+            queue_position=positions.get(r.id),
+            created_at=r.created_at,
+            started_at=r.started_at,
+            completed_at=r.completed_at,
+            error=r.error,
+            tokens_used=r.tokens_used,
+            cost_usd=r.cost_usd,
+            output_lines=r.output_lines,
+        )
+        for r in rows
+    ]
+    return Command(
+        id=row.id,
+        content=row.content,
+        type=CommandType(row.type),
+        target_agents=list(row.target_agents),
+        broadcast=row.broadcast,
+        status=combined_status([e.status for e in execs]),
+        priority=row.priority,
+        execution_constraints=ExecutionConstraints(time_limit_ms=row.time_limit_ms, token_budget=row.token_budget),
+        created_at=row.created_at,
+        created_by=row.created_by,
+        preset_id=row.preset_id,
+        executions=execs,
+    )
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() or None if value else None
+
+
+def combined_status(statuses: list[ExecutionStatus]) -> ExecutionStatus:
+    """A command's status from its executions': running while any runs; then failed over
+    cancelled over completed."""
+    if not statuses:
+        return ExecutionStatus.QUEUED
+    open_ = [s for s in statuses if not s.terminal]
+    if open_:
+        return max(open_, key=lambda s: s.rank)
+    for status in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED):
+        if status in statuses:
+            return status
+    return ExecutionStatus.COMPLETED
+
+
+async def get_command(hub: Hub, command_id: str) -> Command:
+    async with hub.sessions() as session:
+        row = await session.get(CommandRow, command_id)
+        if row is None:
+            raise not_found("command", command_id)
+        return await command_record(hub, session, row)
+
+
+# ---- creating ---------------------------------------------------------------------------------------
+
+
+async def _resolve_targets(hub: Hub, session: AsyncSession, body: CommandCreate) -> list[AgentRow]:
+    if body.broadcast:
+        online = [m.decode() for m in await hub.redis.zrange(keys.ONLINE_AGENTS, 0, -1)]
+        stopped = {m.decode() for m in await hub.redis.smembers(keys.STOPPED_AGENTS)}
+        ids = [a for a in online if a not in stopped]
+        if not ids:
+            raise ServiceError(ErrorCode.AGENT_OFFLINE, "broadcast: no agent is online", 409)
+        rows = list((await session.execute(select(AgentRow).where(AgentRow.id.in_(ids)).order_by(AgentRow.name))).scalars())
+        return rows
+    assert body.target_agents
+    rows = []
+    for ident in body.target_agents:
+        row = await session.get(AgentRow, ident)
+        if row is None:
+            row = (await session.execute(select(AgentRow).where(AgentRow.name == ident))).scalar_one_or_none()
+        if row is None:
+            raise not_found("agent", ident)
+        rows.append(row)
+    if len({r.id for r in rows}) != len(rows):
+        raise invalid("targetAgents names one agent twice")
+    if not body.queue_if_offline:
+        offline = [r for r in rows if not await hub.agents.is_online(r.id)]
+        if offline:
+            names = ", ".join(r.name for r in offline)
+            raise ServiceError(
+                ErrorCode.AGENT_OFFLINE,
+                f"agent {names} is offline; nothing was sent. Send with queueIfOffline: true to queue it until "
+                "the agent returns.",
+                409,
+                {"offline": [{"id": r.id, "name": r.name, "lastSeen": r.last_seen} for r in offline]},
+            )
+    return rows
+
+
+async def _constraints(session: AsyncSession, body: CommandCreate) -> ExecutionConstraints:
+    given = body.execution_constraints or ExecutionConstraints()
+    if body.constraint_profile_id:
+        profile = await session.get(ConstraintProfileRow, body.constraint_profile_id)
+        if profile is None:
+            raise not_found("constraint profile", body.constraint_profile_id)
+    else:
+        profile = (
+            await session.execute(select(ConstraintProfileRow).where(ConstraintProfileRow.is_default.is_(True)))
+        ).scalar_one_or_none()
+    if profile is None:
+        return given
+    return ExecutionConstraints(
+        time_limit_ms=given.time_limit_ms or profile.time_limit_ms,
+        token_budget=given.token_budget or profile.token_budget,
+    )
+
+
+async def create_command(hub: Hub, actor: str, body: CommandCreate) -> Command:
+    command_id = str(uuid.uuid4())
+    created = now_ms()
+    async with hub.sessions() as session, session.begin():
+        targets = await _resolve_targets(hub, session, body)
+        constraints = await _constraints(session, body)
+        if body.preset_id:
+            result = await session.execute(
+                update(PresetRow).where(PresetRow.id == body.preset_id).values(usage_count=PresetRow.usage_count + 1)
+            )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise not_found("preset", body.preset_id)
+        row = CommandRow(
+            id=command_id, content=body.content, type=body.type.value, priority=body.priority,
+            broadcast=body.broadcast, target_agents=[t.id for t in targets],
+            time_limit_ms=constraints.time_limit_ms, token_budget=constraints.token_budget,
+            preset_id=body.preset_id, created_by=actor, created_at=created,
+        )  # fmt: skip
+        session.add(row)
+        single = len(targets) == 1
+        specs = []
+        for target in targets:
+            execution_id = executions.execution_id_for(command_id, target.id, single)
+            session.add(
+                ExecutionRow(
+                    id=execution_id, command_id=command_id, agent_id=target.id,
+                    status=ExecutionStatus.QUEUED.value, status_rank=0, created_at=created,
+                )
+            )  # fmt: skip
+            specs.append(
+                ExecutionSpec(
+                    id=execution_id, command_id=command_id, agent_id=target.id, agent_name=target.name,
+                    content=body.content, type=body.type.value, priority=body.priority, created_at=created,
+                    time_limit_ms=constraints.time_limit_ms, token_budget=constraints.token_budget,
+                )
+            )  # fmt: skip
+    # Committed first: a job that starts at once finds its records.
+    await asyncio.to_thread(executions.create, hub.redis_sync, specs)
+    for spec in specs:
+        await hub.publish(
+            CommandStatus(
+                payload=CommandStatusPayload(
+                    command_id=command_id, agent_id=spec.agent_id, status=ExecutionStatus.QUEUED
+                )
+            )
+        )
+    await publish_queues(hub, {s.agent_id for s in specs})
+    await hub.audit(
+        actor, "command.created", command_id=command_id, type=body.type.value,
+        targets=[s.agent_id for s in specs], broadcast=body.broadcast, priority=body.priority,
+        content=body.content[:500],
+    )  # fmt: skip
+    return await get_command(hub, command_id)
+
+
+async def publish_queues(hub: Hub, agent_ids: set[str]) -> None:
+    for agent_id in sorted(agent_ids):
+        snapshot = await asyncio.to_thread(executions.snapshot, hub.redis_sync, agent_id)
+        await hub.publish(QueueUpdate(payload=snapshot))
+        await hub.publish_agent(agent_id)
+
+
+# ---- cancelling -------------------------------------------------------------------------------------
+
+
+async def _cancel_execution(hub: Hub, spec: ExecutionSpec, reason: EndReason, message: str) -> str:
+    """Cancel one open execution. Returns 'dequeued', 'interrupting' or 'ended'."""
+    if await asyncio.to_thread(executions.cancel_waiting, hub.redis_sync, spec):
+        at = now_ms()
+        event = CommandStatus(
+            payload=CommandStatusPayload(
+                command_id=spec.command_id, agent_id=spec.agent_id, status=ExecutionStatus.CANCELLED,
+                end_reason=reason, error=message or None, completed_at=at,
+            )
+        )  # fmt: skip
+        await advance_status(
+            hub.redis, spec.id, ExecutionStatus.CANCELLED, event, hub.settings.event_stream_maxlen,
+            end_reason=reason.value, error=message, completed_at=at,
+        )  # fmt: skip
+        await asyncio.to_thread(executions.forget, hub.redis_sync, spec)
+        return "dequeued"
+    status = await hub.redis.hget(keys.execution(spec.id), "status")
+    if status is None or ExecutionStatus(status.decode()).terminal:
+        return "ended"
+    # Running: tell the job (it enforces the grace period) and the agent at once.
+    await hub.redis.rpush(keys.execution_signals(spec.id), f"cancel|{reason.value}|{message}")
+    await hub.send_to_agent(
+        spec.agent_id,
+        CommandCancel(payload=CommandCancelPayload(command_id=spec.command_id, reason=message, end_reason=reason)),
+    )
+    await hub.redis.hset(keys.execution(spec.id), "cancel_reason", reason.value)
+    return "interrupting"
+
+
+async def cancel_command(hub: Hub, actor: str, command_id: str, agent_id: str | None, reason: str) -> Command:
+    command = await get_command(hub, command_id)
+    targets = [e for e in command.executions if agent_id is None or e.agent_id == agent_id]
+    if agent_id is not None and not targets:
+        raise not_found("execution of command on agent", f"{command_id}/{agent_id}")
+    open_ = [e for e in targets if not e.status.terminal]
+    if not open_:
+        raise conflict(f"command {command_id} has already finished", {"status": command.status.value})
+    touched: set[str] = set()
+    for execution in open_:
+        found = await asyncio.to_thread(executions.load, hub.redis_sync, execution.id)
+        if found is None:
+            continue
+        spec, _ = found
+        running = execution.status in (ExecutionStatus.DISPATCHED, ExecutionStatus.EXECUTING)
+        end = EndReason.INTERRUPTED if running else EndReason.USER_CANCEL
+        outcome = await _cancel_execution(hub, spec, end, reason or f"cancelled by {actor}")
+        touched.add(spec.agent_id)
+        await hub.audit(actor, "command.cancelled", command_id=command_id, agent_id=spec.agent_id, outcome=outcome, reason=reason)
+    await publish_queues(hub, touched)
+    return await get_command(hub, command_id)
+
+
+# ---- queue ------------------------------------------------------------------------------------------
+
+
+async def agent_queue(hub: Hub, agent_id: str) -> AgentQueue:
+    if await hub.agents.row(agent_id) is None:
+        raise not_found("agent", agent_id)
+    return await asyncio.to_thread(executions.snapshot, hub.redis_sync, agent_id)
+
+
+async def reorder_queue(hub: Hub, actor: str, agent_id: str, command_ids: list[str]) -> AgentQueue:
+    if await hub.agents.row(agent_id) is None:
+        raise not_found("agent", agent_id)
+    execution_ids = []
+    for command_id in command_ids:
+        execution_id = await asyncio.to_thread(executions.resolve, hub.redis_sync, command_id, agent_id)
+        if execution_id is None:
+            raise invalid(f"command {command_id} is not in agent {agent_id}'s queue")
+        execution_ids.append(execution_id)
+    try:
+        await asyncio.to_thread(executions.reorder, hub.redis_sync, agent_id, execution_ids)
+    except ReorderError as exc:
+        raise conflict(str(exc)) from exc
+    await publish_queues(hub, {agent_id})
+    await hub.audit(actor, "queue.reordered", agent_id=agent_id, order=command_ids)
+    return await asyncio.to_thread(executions.snapshot, hub.redis_sync, agent_id)
+
+
+# ---- agents -----------------------------------------------------------------------------------------
+
+
+async def control_agent(hub: Hub, actor: str, agent_id: str, action: ControlAction, reason: str) -> ControlResult:
+    if await hub.agents.row(agent_id) is None:
+        raise not_found("agent", agent_id)
+    r = hub.redis
+    if action is ControlAction.PAUSE:
+        await r.sadd(keys.PAUSED_AGENTS, agent_id)
+    elif action is ControlAction.STOP:
+        await r.sadd(keys.STOPPED_AGENTS, agent_id)
+        await _cancel_running(hub, agent_id, EndReason.AGENT_STOPPED, reason or f"agent stopped by {actor}")
+    elif action in (ControlAction.RESUME, ControlAction.RESTART):
+        await r.srem(keys.STOPPED_AGENTS, agent_id)
+        if action is ControlAction.RESUME:
+            await r.srem(keys.PAUSED_AGENTS, agent_id)
+    receivers = await hub.send_to_agent(agent_id, AgentControl(payload=AgentControlPayload(action=action, reason=reason)))
+    if action in (ControlAction.RESUME, ControlAction.RESTART):
+        await asyncio.to_thread(executions.release_pending, hub.redis_sync, agent_id)
+    await publish_queues(hub, {agent_id})
+    await hub.audit(actor, f"agent.{action.value.lower()}", agent_id=agent_id, reason=reason, delivered=receivers > 0)
+    return ControlResult(agent_id=agent_id, action=action, delivered=receivers > 0)
+
+
+async def _cancel_running(hub: Hub, agent_id: str, reason: EndReason, message: str) -> int:
+    count = 0
+    for execution_id in await asyncio.to_thread(executions.open_executions, hub.redis_sync, agent_id):
+        found = await asyncio.to_thread(executions.load, hub.redis_sync, execution_id)
+        if found is None:
+            continue
+        spec, state = found
+        if ExecutionStatus(state["status"]) in (ExecutionStatus.DISPATCHED, ExecutionStatus.EXECUTING):
+            if await _cancel_execution(hub, spec, reason, message) == "interrupting":
+                count += 1
+    return count
+
+
+async def emergency_stop(hub: Hub, actor: str, reason: str, request_id: str | None = None) -> EmergencyStopResult:
+    started = time.monotonic()
+    running = cleared = 0
+    agents_touched: set[str] = set()
+    message = reason or f"emergency stop by {actor}"
+    for row in await hub.agents.all_rows():
+        ids = await asyncio.to_thread(executions.open_executions, hub.redis_sync, row.id)
+        for execution_id in ids:
+            found = await asyncio.to_thread(executions.load, hub.redis_sync, execution_id)
+            if found is None:
+                continue
+            outcome = await _cancel_execution(hub, found[0], EndReason.EMERGENCY_STOP, message)
+            if outcome == "dequeued":
+                cleared += 1
+            elif outcome == "interrupting":
+                running += 1
+            agents_touched.add(row.id)
+    await publish_queues(hub, agents_touched)
+    result = EmergencyStopResult(
+        cancelled_running=running, cleared_queued=cleared, agents=len(agents_touched),
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )  # fmt: skip
+    await hub.publish(EmergencyStopResultMessage(payload=EmergencyStopResultPayload(**result.model_dump(), request_id=request_id)))
+    await hub.audit(actor, "emergency_stop", reason=reason, **result.wire())
+    return result

@@ -1,0 +1,256 @@
+"""The store: writes the event stream to the database, in batches.
+
+Every hub runs one consumer of the ``store`` group, so each event is written once whichever hub
+published it. A batch is one transaction; it is acknowledged in Redis only after it commits, so a
+hub killed mid-batch, or a database that is full or away, loses nothing: the events wait in the
+group's pending list and are written when the store can (another hub claims a dead hub's pending
+events after a minute). Writes are idempotent (unique keys, forward-only statuses), so a batch
+written twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from sqlalchemy import case, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server import keys
+from server.db.models import AgentRow, AuditLogRow, ExecutionRow, OutputLineRow, ReportRow, TraceRow
+from shared.protocol import (
+    AgentStatusMessage,
+    AuditEvent,
+    CommandStatus,
+    ReportReady,
+    StreamEvent,
+    TerminalStream,
+    TraceUpdate,
+    parse_stream_event,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH = 2000
+CLAIM_IDLE_MS = 60_000
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table))
+
+
+class Store:
+    def __init__(self, redis_client: aioredis.Redis, sessions: async_sessionmaker[AsyncSession], consumer: str) -> None:
+        self.redis = redis_client
+        self.sessions = sessions
+        self.consumer = consumer
+        self.written = 0
+        self.last_error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(keys.EVENTS_STREAM, keys.STORE_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="store")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def backlog(self) -> int:
+        """Events published but not yet written."""
+        try:
+            info = await self.redis.xpending(keys.EVENTS_STREAM, keys.STORE_GROUP)
+            pending = int(info["pending"])
+            groups = await self.redis.xinfo_groups(keys.EVENTS_STREAM)
+            lag = 0
+            for group in groups:
+                name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+                if name == keys.STORE_GROUP and group.get("lag") is not None:
+                    lag = int(group["lag"])
+            return pending + lag
+        except redis.RedisError:
+            return 0
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        # Our own pending events first (left by a previous run under the same consumer name).
+        cursor = "0"
+        next_claim = 0.0
+        while True:
+            try:
+                await self.ensure_group()
+                loop_time = asyncio.get_running_loop().time()
+                if loop_time >= next_claim:
+                    next_claim = loop_time + 15
+                    await self._claim_abandoned()
+                response = await self.redis.xreadgroup(
+                    keys.STORE_GROUP, self.consumer, {keys.EVENTS_STREAM: cursor}, count=BATCH,
+                    block=None if cursor == "0" else 1000,
+                )  # fmt: skip
+                entries = response[0][1] if response else []
+                if cursor == "0" and not entries:
+                    cursor = ">"
+                    continue
+                if not entries:
+                    continue
+                await self.write(entries)
+                backoff = 0.1
+                self.last_error = None
+            except asyncio.CancelledError:
+                raise
+            except (SQLAlchemyError, OSError) as exc:
+                self.last_error = f"database: {exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}"
+                log.error("store cannot write (%s); events wait in Redis, retrying in %.1fs", self.last_error, backoff)
+                cursor = "0"  # retry the unacknowledged batch first
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except redis.RedisError as exc:
+                self.last_error = f"redis: {exc}"
+                log.warning("store lost Redis (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _claim_abandoned(self) -> None:
+        """Take over events a dead hub read but never wrote."""
+        start = "0-0"
+        while True:
+            result = await self.redis.xautoclaim(
+                keys.EVENTS_STREAM, keys.STORE_GROUP, self.consumer, CLAIM_IDLE_MS, start_id=start, count=BATCH
+            )
+            start, claimed = result[0], result[1]
+            if claimed:
+                await self.write([entry for entry in claimed if entry and entry[1]])
+            if not claimed or start in (b"0-0", "0-0"):
+                break
+
+    async def write(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        events: list[StreamEvent] = []
+        ids = [entry_id for entry_id, _ in entries]
+        for entry_id, fields in entries:
+            data = fields.get(b"m")
+            if data is None:
+                continue
+            try:
+                events.append(parse_stream_event(data))
+            except ValidationError as exc:
+                log.error("dropping unreadable event %s: %s", entry_id, exc)
+        if events:
+            async with self.sessions() as session, session.begin():
+                await apply(session, events)
+        if ids:
+            await self.redis.xack(keys.EVENTS_STREAM, keys.STORE_GROUP, *ids)
+        self.written += len(events)
+
+
+async def apply(session: AsyncSession, events: list[StreamEvent]) -> None:
+    lines: list[dict[str, Any]] = []
+    max_seq: dict[tuple[str, str], int] = defaultdict(lambda: -1)
+    for event in events:
+        if isinstance(event, TerminalStream):
+            p = event.payload
+            lines.append(
+                {"command_id": p.command_id, "agent_id": p.agent_id, "sequence": p.sequence, "stream_type": p.stream_type.value,
+                 "content": p.content, "ansi_codes": p.ansi_codes, "emitted_at": p.emitted_at}  # fmt: skip
+            )
+            key = (p.command_id, p.agent_id)
+            max_seq[key] = max(max_seq[key], p.sequence)
+    if lines:
+        # SQLite takes at most 32766 bound variables per statement.
+        for start in range(0, len(lines), 2000):
+            stmt = _insert(session, OutputLineRow).values(lines[start : start + 2000]).on_conflict_do_nothing()
+            await session.execute(stmt)
+        for (command_id, agent_id), seq in max_seq.items():
+            await session.execute(
+                update(ExecutionRow)
+                .where(ExecutionRow.command_id == command_id, ExecutionRow.agent_id == agent_id)
+                .values(
+                    output_lines=case((ExecutionRow.output_lines < seq + 1, seq + 1), else_=ExecutionRow.output_lines)
+                )
+            )
+    for event in events:
+        if isinstance(event, CommandStatus):
+            await _apply_status(session, event)
+        elif isinstance(event, AgentStatusMessage):
+            a = event.payload
+            await session.execute(
+                update(AgentRow).where(AgentRow.id == a.id).values(
+                    status=a.status.value, agent_type=a.agent_type.value, host_machine=a.host_machine,
+                    version=a.version, last_seen=a.last_seen, health=a.health.wire(), capabilities=a.capabilities,
+                )
+            )  # fmt: skip
+        elif isinstance(event, TraceUpdate):
+            t = event.payload
+            values = {
+                "command_id": t.command_id, "agent_id": t.agent_id, "trace_id": t.trace_id, "parent_id": t.parent_id,
+                "type": t.type.value, "name": t.name, "content": t.content, "started_at": t.started_at,
+                "completed_at": t.completed_at, "duration_ms": t.duration_ms, "tokens_used": t.tokens_used,
+                "error": t.error,
+            }  # fmt: skip
+            stmt = _insert(session, TraceRow).values(values)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["command_id", "agent_id", "trace_id"],
+                set_={k: v for k, v in values.items() if k not in ("command_id", "agent_id", "trace_id")},
+            )
+            await session.execute(stmt)
+        elif isinstance(event, ReportReady):
+            r = event.payload
+            values = {
+                "id": r.id, "command_id": r.command_id, "agent_id": r.agent_id, "status": r.status.value,
+                "title": r.title, "summary": r.summary, "content": r.content.wire(), "created_at": r.created_at,
+            }  # fmt: skip
+            stmt = _insert(session, ReportRow).values(values)
+            stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={k: v for k, v in values.items() if k != "id"})
+            await session.execute(stmt)
+        elif isinstance(event, AuditEvent):
+            entry = event.payload
+            session.add(
+                AuditLogRow(
+                    at=entry.at, actor=entry.actor, action=entry.action, agent_id=entry.agent_id,
+                    command_id=entry.command_id, details=entry.details,
+                )
+            )  # fmt: skip
+
+
+async def _apply_status(session: AsyncSession, event: CommandStatus) -> None:
+    p = event.payload
+    rank = p.status.rank
+    values: dict[str, Any] = {"status": p.status.value, "status_rank": rank}
+    if p.end_reason is not None:
+        values["end_reason"] = p.end_reason.value
+    if p.error is not None:
+        values["error"] = p.error
+    if p.started_at is not None:
+        values["started_at"] = p.started_at
+    if p.completed_at is not None:
+        values["completed_at"] = p.completed_at
+    if p.tokens_used:
+        values["tokens_used"] = p.tokens_used
+    if p.cost_usd:
+        values["cost_usd"] = p.cost_usd
+    await session.execute(
+        update(ExecutionRow)
+        .where(
+            ExecutionRow.command_id == p.command_id,
+            ExecutionRow.agent_id == p.agent_id,
+            ExecutionRow.status_rank < rank,
+        )
+        .values(**values)
+    )

@@ -1,0 +1,315 @@
+"""``/ws/agent``: where wrappers connect. The token names the agent; AGENT_CONNECT must carry the
+same id. Output, traces and statuses go to the event stream; requests from RQ jobs come back through
+Redis pub/sub to whichever hub holds the agent's socket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, WebSocket
+from pydantic import ValidationError
+
+from server import keys
+from server.auth.tokens import TokenKind
+from server.db.models import AgentRow
+from server.events import advance_status
+from server.hub import Hub
+from server.queue import executions
+from server.services import publish_queues
+from server.ws.connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection, validation_details
+from shared.enums import AckStatus, AgentStatus, CompletionStatus, EndReason, ErrorCode, ExecutionStatus
+from shared.protocol import (
+    MAX_AGENT_MESSAGE_BYTES,
+    AgentConnect,
+    AgentError,
+    AgentHeartbeat,
+    CommandAck,
+    CommandComplete,
+    CommandStatus,
+    CommandStatusPayload,
+    Error,
+    InvestigationReport,
+    ReportReady,
+    ServerHeartbeat,
+    ServerHeartbeatPayload,
+    TerminalOutput,
+    TerminalStream,
+    TerminalStreamPayload,
+    TraceEvent,
+    TraceUpdate,
+    error,
+    now_ms,
+    parse_agent_message,
+)
+from shared.api import Report, TraceEventRecord
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+CONNECT_TIMEOUT_S = 10.0
+_COMPLETION = {
+    CompletionStatus.COMPLETED: ExecutionStatus.COMPLETED,
+    CompletionStatus.FAILED: ExecutionStatus.FAILED,
+    CompletionStatus.CANCELLED: ExecutionStatus.CANCELLED,
+}
+
+
+class AgentSession:
+    """One connected agent, from AGENT_CONNECT to disconnect."""
+
+    def __init__(self, hub: Hub, conn: Connection, row: AgentRow) -> None:
+        self.hub = hub
+        self.conn = conn
+        self.row = row
+        self.agent_id = row.id
+        #: command id -> execution id, for this agent.
+        self._executions: dict[str, str] = {}
+
+    # AgentSink
+    def forward(self, raw: str) -> None:
+        self.conn.send_raw(raw)
+
+    async def close_stale(self) -> None:
+        self.conn.close(CLOSE_GOING_AWAY, "replaced by a newer connection of this agent")
+
+    async def execution_of(self, command_id: str) -> str | None:
+        execution_id = self._executions.get(command_id)
+        if execution_id is None:
+            execution_id = await asyncio.to_thread(executions.resolve, self.hub.redis_sync, command_id, self.agent_id)
+            if execution_id is not None:
+                self._executions[command_id] = execution_id
+        return execution_id
+
+    async def unknown_command(self, command_id: str, request_id: str) -> None:
+        self.conn.send(
+            error(
+                ErrorCode.INVALID_MESSAGE,
+                f"command {command_id} is not assigned to agent {self.agent_id}",
+                details={"commandId": command_id},
+                request_id=request_id,
+            )
+        )
+
+    async def handle(self, message: object) -> None:
+        hub = self.hub
+        if isinstance(message, TerminalOutput):
+            p = message.payload
+            execution_id = await self.execution_of(p.command_id)
+            if execution_id is None:
+                await self.unknown_command(p.command_id, message.id)
+                return
+            await hub.publish(
+                TerminalStream(
+                    payload=TerminalStreamPayload(
+                        command_id=p.command_id, agent_id=self.agent_id, agent_name=self.row.name,
+                        agent_type=self.row.agent_type, stream_type=p.stream_type, content=p.content,
+                        ansi_codes=p.ansi_codes, sequence=p.sequence, emitted_at=message.timestamp,
+                    )
+                ),
+                dedupe_key=keys.execution(execution_id),
+                sequence=p.sequence,
+            )  # fmt: skip
+        elif isinstance(message, AgentHeartbeat):
+            await hub.agents.touch(self.agent_id, message.payload.health_metrics)
+            await hub.publish_agent(self.agent_id)
+        elif isinstance(message, CommandAck):
+            await self.on_ack(message)
+        elif isinstance(message, CommandComplete):
+            await self.on_complete(message)
+        elif isinstance(message, TraceEvent):
+            p = message.payload
+            if await self.execution_of(p.command_id) is None:
+                await self.unknown_command(p.command_id, message.id)
+                return
+            record = TraceEventRecord.model_validate(p.model_dump() | {"agent_id": self.agent_id})
+            await hub.publish(TraceUpdate(payload=record))
+        elif isinstance(message, InvestigationReport):
+            p = message.payload
+            if await self.execution_of(p.command_id) is None:
+                await self.unknown_command(p.command_id, message.id)
+                return
+            report = Report(
+                id=p.report_id, command_id=p.command_id, agent_id=self.agent_id, status=p.status, title=p.title,
+                summary=p.summary, content=p.content, created_at=message.timestamp,
+            )  # fmt: skip
+            await hub.publish(ReportReady(payload=report))
+        elif isinstance(message, AgentError):
+            p = message.payload
+            log.warning("agent %s reports %s: %s", self.row.name, p.error_type, p.message)
+            await hub.audit(
+                f"agent:{self.row.name}", "agent.error", agent_id=self.agent_id, error_type=p.error_type,
+                message=p.message, recoverable=p.recoverable,
+            )  # fmt: skip
+        elif isinstance(message, Error):
+            log.info("agent %s sent ERROR %s: %s", self.row.name, message.payload.code, message.payload.message)
+        elif isinstance(message, AgentConnect):
+            self.conn.send(error(ErrorCode.INVALID_MESSAGE, "already connected", request_id=message.id))
+
+    async def on_ack(self, message: CommandAck) -> None:
+        hub = self.hub
+        p = message.payload
+        execution_id = await self.execution_of(p.command_id)
+        if execution_id is None:
+            await self.unknown_command(p.command_id, message.id)
+            return
+        await hub.redis.rpush(keys.execution_signals(execution_id), "ack")
+        if p.status is AckStatus.EXECUTING:
+            at = now_ms()
+            event = CommandStatus(
+                payload=CommandStatusPayload(
+                    command_id=p.command_id, agent_id=self.agent_id, status=ExecutionStatus.EXECUTING,
+                    queue_position=0, started_at=at,
+                )
+            )  # fmt: skip
+            if await advance_status(
+                hub.redis, execution_id, ExecutionStatus.EXECUTING, event, hub.settings.event_stream_maxlen
+            ):
+                await hub.agents.set_current(self.agent_id, p.command_id)
+                await publish_queues(hub, {self.agent_id})
+
+    async def on_complete(self, message: CommandComplete) -> None:
+        hub = self.hub
+        p = message.payload
+        execution_id = await self.execution_of(p.command_id)
+        if execution_id is None:
+            await self.unknown_command(p.command_id, message.id)
+            return
+        state = await hub.redis.hgetall(keys.execution(execution_id))
+        hint = state.get(b"cancel_reason", b"").decode()
+        status = _COMPLETION[p.status]
+        reason = p.reason
+        if reason is None:
+            if status is ExecutionStatus.CANCELLED and hint:
+                reason = EndReason(hint)
+            elif status is ExecutionStatus.CANCELLED:
+                reason = EndReason.USER_CANCEL
+            else:
+                reason = EndReason.FINISHED if status is ExecutionStatus.COMPLETED else EndReason.ERROR
+        at = now_ms()
+        started = int(state[b"started_at"]) if state.get(b"started_at") else None
+        event = CommandStatus(
+            payload=CommandStatusPayload(
+                command_id=p.command_id, agent_id=self.agent_id, status=status, end_reason=reason, error=p.error,
+                completed_at=at, started_at=started, tokens_used=p.tokens_used, cost_usd=p.cost_usd,
+                output_lines=p.output_lines,
+            )
+        )  # fmt: skip
+        applied = await advance_status(
+            hub.redis, execution_id, status, event, hub.settings.event_stream_maxlen,
+            end_reason=reason.value, error=p.error or "", completed_at=at,
+        )  # fmt: skip
+        if applied:
+            await hub.redis.rpush(keys.execution_signals(execution_id), "done")
+            found = await asyncio.to_thread(executions.load, hub.redis_sync, execution_id)
+            if found is not None:
+                await asyncio.to_thread(executions.forget, hub.redis_sync, found[0])
+            await hub.agents.add_usage(self.agent_id, p.execution_time)
+        current = await hub.redis.hget(keys.agent(self.agent_id), "current_command")
+        if current is not None and current.decode() == p.command_id:
+            await hub.agents.set_current(self.agent_id, None)
+        self._executions.pop(p.command_id, None)
+        await publish_queues(hub, {self.agent_id})
+
+
+async def _connect_message(conn: Connection) -> AgentConnect | None:
+    try:
+        frame = await asyncio.wait_for(conn.receive(), CONNECT_TIMEOUT_S)
+    except TimeoutError:
+        conn.send(error(ErrorCode.INVALID_MESSAGE, "expected AGENT_CONNECT within 10 s", recoverable=False))
+        return None
+    if frame is None:
+        return None
+    try:
+        message = parse_agent_message(frame)
+    except ValidationError as exc:
+        conn.send(error(ErrorCode.INVALID_MESSAGE, "invalid AGENT_CONNECT", details=validation_details(exc), recoverable=False))
+        return None
+    if not isinstance(message, AgentConnect):
+        conn.send(error(ErrorCode.INVALID_MESSAGE, "the first message must be AGENT_CONNECT", recoverable=False))
+        return None
+    return message
+
+
+@router.websocket("/ws/agent")
+@router.websocket("/ws/agent/{path_agent_id}")
+async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
+    hub: Hub = ws.app.state.hub
+    accepted = await Connection.accept(
+        ws, hub.settings, TokenKind.AGENT, max_bytes=MAX_AGENT_MESSAGE_BYTES,
+        rate=hub.settings.agent_rate_limit, label="agent",
+    )  # fmt: skip
+    if accepted is None:
+        return
+    conn, principal = accepted
+    session: AgentSession | None = None
+    try:
+        hello = await _connect_message(conn)
+        if hello is None:
+            conn.close(CLOSE_POLICY, "no AGENT_CONNECT")
+            return
+        claimed = hello.payload.agent_id
+        if claimed != principal.subject or (path_agent_id is not None and path_agent_id != principal.subject):
+            conn.send(
+                error(ErrorCode.AUTH_FAILED, "this token belongs to another agent", recoverable=False, request_id=hello.id)
+            )
+            conn.close(CLOSE_POLICY, "agent id does not match the token")
+            return
+        row = await hub.agents.row(claimed)
+        if row is None:
+            # The token is valid but the record is gone (a new database): recreate it under its id.
+            row = await hub.agents.ensure(principal.name, hello.payload.agent_type)
+            if row.id != claimed:
+                conn.send(error(ErrorCode.AUTH_FAILED, "unknown agent", recoverable=False))
+                conn.close(CLOSE_POLICY, "unknown agent")
+                return
+        conn.label = f"agent {row.name}"
+        p = hello.payload
+        row.agent_type = p.agent_type.value
+        session = AgentSession(hub, conn, row)
+        await hub.agents.mark_online(
+            row,
+            hub.hub_id,
+            {
+                "agent_type": p.agent_type.value, "version": p.version, "host_machine": p.host_machine,
+                "capabilities": p.capabilities,
+            },
+        )  # fmt: skip
+        await hub.attach_agent(row.id, session)
+        conn.send(
+            ServerHeartbeat(
+                payload=ServerHeartbeatPayload(
+                    server_time=now_ms(), next_ping_expected=int(hub.settings.heartbeat_interval_s * 1000)
+                )
+            )
+        )
+        await hub.publish_agent(row.id)
+        await hub.audit(f"agent:{row.name}", "agent.connected", agent_id=row.id, host=p.host_machine, version=p.version)
+        await asyncio.to_thread(executions.release_pending, hub.redis_sync, row.id)
+        await publish_queues(hub, {row.id})
+        log.info("agent %s (%s) connected from %s", row.name, row.id, p.host_machine)
+        while True:
+            frame = await conn.receive()
+            if frame is None:
+                break
+            try:
+                message = parse_agent_message(frame)
+            except ValidationError as exc:
+                conn.send(error(ErrorCode.INVALID_MESSAGE, "message does not match the protocol", details=validation_details(exc)))
+                continue
+            payload_agent = getattr(message.payload, "agent_id", row.id)
+            if payload_agent != row.id:
+                conn.send(error(ErrorCode.AUTH_FAILED, "agentId does not match this connection", request_id=message.id))
+                continue
+            try:
+                await session.handle(message)
+            except Exception:
+                log.exception("agent %s: failed to handle %s", row.name, message.type)
+                conn.send(error(ErrorCode.INTERNAL_ERROR, f"the hub failed to handle {message.type}", request_id=message.id))
+    finally:
+        await conn.finish()
+        if session is not None and await hub.detach_agent(session.agent_id, session):
+            if await hub.agents.mark_offline(session.agent_id, hub.hub_id):
+                await hub.publish_agent(session.agent_id)
+                await hub.audit(f"agent:{session.row.name}", "agent.disconnected", agent_id=session.agent_id)
+            log.info("agent %s disconnected", session.row.name)

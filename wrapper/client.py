@@ -1,0 +1,209 @@
+"""The agent daemon's connection to the hub: connect out, say AGENT_CONNECT, then run the receive,
+send and heartbeat tasks until one ends; reconnect with backoff (1 s doubling to 30 s; forever for
+network faults, at most 5 tries when the hub refuses the token). Commands keep running while the hub
+is away; their messages wait in the outbox and go out in order on reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import platform
+import socket
+from dataclasses import dataclass, field
+
+import jwt
+import websockets
+from pydantic import ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+
+from shared.enums import AgentType, ControlAction, ErrorCode
+from shared.protocol import (
+    MAX_AGENT_MESSAGE_BYTES,
+    AgentConnect,
+    AgentConnectPayload,
+    AgentControl,
+    AgentHeartbeat,
+    AgentHeartbeatPayload,
+    CommandCancel,
+    CommandRequest,
+    Error,
+    parse_hub_to_agent,
+)
+from wrapper.executor import Executor
+from wrapper.health import HealthSampler
+from wrapper.outbox import Outbox
+
+log = logging.getLogger("onsembl.agent")
+
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 30.0
+MAX_AUTH_FAILURES = 5
+EXIT_AUTH = 3
+EXIT_CONFIG = 2
+
+
+class AuthRefused(Exception):
+    pass
+
+
+def agent_id_from_token(token: str) -> str:
+    """The agent id is the token's subject; the hub checks the signature, so reading it is enough."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError as exc:
+        raise ValueError(f"the token is not a JWT: {exc}") from exc
+    if claims.get("typ") != "agent" or not claims.get("sub"):
+        raise ValueError("this is not an agent token; mint one with `onsembl token agent NAME`")
+    return str(claims["sub"])
+
+
+def websocket_url(server: str) -> str:
+    base = server.rstrip("/")
+    if base.startswith("https://"):
+        base = "wss://" + base[len("https://") :]
+    elif base.startswith("http://"):
+        base = "ws://" + base[len("http://") :]
+    elif not base.startswith(("ws://", "wss://")):
+        base = "ws://" + base
+    return base + "/ws/agent"
+
+
+@dataclass
+class AgentClient:
+    server: str
+    token: str
+    agent_type: AgentType
+    executor: Executor
+    version: str = "onsembl-agent"
+    heartbeat_s: float = 30.0
+    outbox: Outbox = field(default_factory=Outbox)
+    health: HealthSampler = field(default_factory=HealthSampler)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.agent_id = agent_id_from_token(self.token)
+        self.executor.bind(self.agent_id, self.outbox, self.health)
+
+    async def run_forever(self) -> int:
+        backoff = BACKOFF_START_S
+        auth_failures = 0
+        url = websocket_url(self.server)
+        while True:
+            try:
+                async with connect(
+                    url,
+                    additional_headers={"Authorization": f"Bearer {self.token}"},
+                    max_size=None,
+                    open_timeout=10,
+                    ping_interval=20,
+                    ping_timeout=20,
+                ) as ws:
+                    await self._session(ws)
+                    backoff = BACKOFF_START_S
+                    auth_failures = 0
+            except AuthRefused as exc:
+                auth_failures += 1
+                log.error("the hub refused this agent (%s), attempt %d of %d", exc, auth_failures, MAX_AUTH_FAILURES)
+                if auth_failures >= MAX_AUTH_FAILURES:
+                    log.error("giving up: check the token (mint one with `onsembl token agent NAME`)")
+                    return EXIT_AUTH
+            except websockets.InvalidStatus as exc:
+                status = exc.response.status_code
+                if status in (401, 403):
+                    auth_failures += 1
+                    if auth_failures >= MAX_AUTH_FAILURES:
+                        log.error("the hub refused the connection (HTTP %d) %d times; giving up", status, auth_failures)
+                        return EXIT_AUTH
+                log.warning("hub answered HTTP %d; retrying in %.0fs", status, backoff)
+            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                log.warning("hub unreachable (%s); retrying in %.0fs", exc.__class__.__name__, backoff)
+            self.connected.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        hello = AgentConnect(
+            payload=AgentConnectPayload(
+                agent_id=self.agent_id,
+                agent_type=self.agent_type,
+                version=self.version,
+                host_machine=f"{socket.gethostname()} ({platform.system()})",
+                capabilities={"interrupt": True, "maxConcurrentCommands": 1},
+                active_commands=self.executor.active_commands(),
+            )
+        )
+        await ws.send(hello.to_json())
+        # The hub answers a good AGENT_CONNECT with SERVER_HEARTBEAT, a bad one with ERROR and 1008.
+        first = await asyncio.wait_for(ws.recv(), 15)
+        message = parse_hub_to_agent(first)
+        if isinstance(message, Error):
+            if message.payload.code is ErrorCode.AUTH_FAILED:
+                raise AuthRefused(message.payload.message)
+            raise OSError(f"hub error: {message.payload.message}")
+        log.info("connected to %s as agent %s", self.server, self.agent_id)
+        self.connected.set()
+        self.outbox.rewind()
+        tasks = [
+            asyncio.create_task(self._receive(ws), name="receive"),
+            asyncio.create_task(self._send(ws), name="send"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        for task in done:
+            exc = task.exception()
+            if isinstance(exc, AuthRefused):
+                raise exc
+        if ws.close_code == 1008:
+            raise AuthRefused(ws.close_reason or "policy violation")
+
+    async def _send(self, ws: ClientConnection) -> None:
+        while True:
+            frame = await self.outbox.next()
+            if len(frame.encode()) > MAX_AGENT_MESSAGE_BYTES:
+                log.error("dropping a message larger than the hub accepts (%d bytes)", len(frame))
+                self.outbox.sent()
+                continue
+            await ws.send(frame)
+            self.outbox.sent()
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        async for frame in ws:
+            try:
+                message = parse_hub_to_agent(frame)
+            except ValidationError as exc:
+                log.warning("ignoring a message the protocol does not know: %s", exc.errors()[:1])
+                continue
+            if isinstance(message, CommandRequest):
+                self.executor.submit(message.payload)
+            elif isinstance(message, CommandCancel):
+                self.executor.cancel(message.payload.command_id, message.payload.end_reason, message.payload.reason)
+            elif isinstance(message, AgentControl):
+                await self._control(message.payload.action, message.payload.reason)
+            elif isinstance(message, Error):
+                log.warning("hub error %s: %s", message.payload.code, message.payload.message)
+                if message.payload.code is ErrorCode.AUTH_FAILED and not message.payload.recoverable:
+                    raise AuthRefused(message.payload.message)
+
+    async def _control(self, action: ControlAction, reason: str) -> None:
+        log.info("control %s (%s)", action.value, reason or "no reason given")
+        if action is ControlAction.STOP:
+            self.executor.cancel_all_running(reason)
+        elif action is ControlAction.RESTART:
+            self.executor.cancel_all_running(reason)
+            self.executor.new_session()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self.outbox.put(
+                AgentHeartbeat(payload=AgentHeartbeatPayload(agent_id=self.agent_id, health_metrics=self.health.sample()))
+            )
+            await asyncio.sleep(self.heartbeat_s)
+
