@@ -32,12 +32,12 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONRes
     return JSONResponse({"error": code, "message": message, "details": details}, status_code=status)
 
 
-def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, embedded_workers: int = 0) -> FastAPI:
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        the_hub = hub or Hub(settings)
+        the_hub = Hub(settings, embedded_workers=embedded_workers)
         await the_hub.start()
         app.state.hub = the_hub
         maintenance = asyncio.create_task(run_maintenance(the_hub), name="maintenance")

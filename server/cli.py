@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -35,21 +34,16 @@ def serve(settings: Settings, *, workers: int, port_file: Path | None = None) ->
 
     from server.app import create_app
     from shared.logs import setup_logging
-    from server.worker import spawn_pool
     from shared.protocol import MAX_AGENT_MESSAGE_BYTES
 
     setup_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # Start Redis first so the pool and the hub share it.
-    from server.redis_embedded import ensure_redis_url
-
-    _, embedded = ensure_redis_url(settings.redis_url, settings.data_dir, settings.embedded_redis_socket)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
     port = sock.getsockname()[1]
-    pool = spawn_pool(workers) if workers > 0 else None
-    app = create_app(settings)
+    # The app's lifespan owns everything else: Redis, the database, the worker pool.
+    app = create_app(settings, embedded_workers=workers)
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -75,17 +69,7 @@ def serve(settings: Settings, *, workers: int, port_file: Path | None = None) ->
             print(f"onsembl hub listening on {url}", file=sys.stderr, flush=True)
         await task
 
-    try:
-        asyncio.run(main())
-    finally:
-        if pool is not None:
-            pool.send_signal(signal.SIGTERM)
-            try:
-                pool.wait(timeout=10)
-            except Exception:
-                pool.kill()
-        if embedded is not None:
-            embedded.stop()
+    asyncio.run(main())
 
 
 def cmd_server(args: argparse.Namespace) -> None:

@@ -5,8 +5,12 @@ creates one Hub and closes it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import socket
+import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -22,7 +26,9 @@ from server.agents import AgentDirectory
 from server.db.session import make_engine, make_sessionmaker, upgrade_async
 from server.events import EventPublisher
 from server.redis_embedded import EmbeddedRedis, ensure_redis_url
+from server.queue import executions
 from server.store import Store
+from server.worker import spawn_pool
 from shared.api import AuditLog
 from shared.config import Settings
 from shared.protocol import AgentStatusMessage, AuditEvent, StreamEvent, now_ms, parse_stream_event
@@ -30,6 +36,8 @@ from shared.protocol import AgentStatusMessage, AuditEvent, StreamEvent, now_ms,
 log = logging.getLogger(__name__)
 
 Position = tuple[int, int]
+#: A supervising job beats every 2 s; this long without a beat means its worker is gone.
+SUPERVISOR_STALE_MS = 10_000
 
 
 def parse_position(value: str | bytes) -> Position:
@@ -54,8 +62,10 @@ def redis_clients(url: str) -> tuple[aioredis.Redis, redis.Redis]:
 
 
 class Hub:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, embedded_workers: int = 0) -> None:
         self.settings = settings
+        self.embedded_workers = embedded_workers
+        self._pool: subprocess.Popen[bytes] | None = None
         self.hub_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.embedded_redis: EmbeddedRedis | None = None
         self.redis_url = ""
@@ -81,6 +91,9 @@ class Hub:
             ensure_redis_url, s.redis_url, s.data_dir, s.embedded_redis_socket
         )
         self.redis, self.redis_sync = redis_clients(self.redis_url)
+        if self.embedded_workers > 0:
+            env = dict(os.environ, ONSEMBL_REDIS_URL=self.redis_url)
+            self._pool = spawn_pool(self.embedded_workers, env)
         await upgrade_async(s.sqlalchemy_url)
         self.engine = make_engine(s.sqlalchemy_url)
         self.sessions = make_sessionmaker(self.engine)
@@ -134,6 +147,8 @@ class Hub:
         await self.redis.aclose()
         self.redis_sync.close()
         await self.engine.dispose()
+        if self._pool is not None:
+            await asyncio.to_thread(_stop_process, self._pool)
         if self.embedded_redis is not None:
             await asyncio.to_thread(self.embedded_redis.stop)
 
@@ -255,9 +270,21 @@ class Hub:
                         if await self.agents.mark_offline(agent_id, owner):
                             await self.publish_agent(agent_id)
                             await self.audit("hub", "agent.offline", agent_id=agent_id, reason="missed heartbeats")
+                await self._resume_lost_supervisors(now)
             except (redis.RedisError, OSError) as exc:
                 log.warning("sweeper lost Redis (%s)", exc)
             await asyncio.sleep(interval)
+
+    async def _resume_lost_supervisors(self, now: int) -> None:
+        """Executions whose supervising job stopped beating (its worker was killed) get a new one."""
+        stale = await self.redis.zrangebyscore(keys.SUPERVISED, 0, now - SUPERVISOR_STALE_MS)
+        for raw in stale:
+            execution_id = raw.decode()
+            # One hub takes it.
+            if not await self.redis.set(keys.PREFIX + f"resume-lock:{execution_id}", self.hub_id, nx=True, ex=10):
+                continue
+            if await asyncio.to_thread(executions.resume_supervision, self.redis_sync, execution_id):
+                log.warning("the worker supervising %s stopped; a new one takes over", execution_id)
 
     async def _hub_alive(self, hub_id: str) -> bool:
         beat = await self.redis.zscore(keys.HUBS, hub_id)
@@ -290,6 +317,26 @@ class Hub:
         except Exception as exc:  # noqa: BLE001
             result["workers"] = (False, str(exc)[:200])
         return result
+
+
+def _stop_process(process: subprocess.Popen[bytes], timeout: float = 3.0) -> None:
+    """Stop the worker pool. Jobs still supervising commands are killed: their commands go on on the
+    agents, and the next hub's sweeper resumes their supervision."""
+    import psutil
+
+    try:
+        tree = psutil.Process(process.pid).children(recursive=True)
+    except psutil.Error:
+        tree = []
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    for child in tree:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 def _safe_url(url: str) -> str:

@@ -16,6 +16,8 @@ ORDER_SEQ = PREFIX + "order-seq"
 ONLINE_AGENTS = PREFIX + "agents:online"
 PAUSED_AGENTS = PREFIX + "agents:paused"
 STOPPED_AGENTS = PREFIX + "agents:stopped"
+#: Executions whose supervising job is running: ZSET execution id -> its last beat (ms).
+SUPERVISED = PREFIX + "supervised"
 #: Live hubs: ZSET hub id -> last beat (ms).
 HUBS = PREFIX + "hubs"
 

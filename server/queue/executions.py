@@ -15,21 +15,21 @@ through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import redis
 from rq import Callback, Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from rq.rate_limit import RateLimit, RateLimitRegistry
 
 from server import keys
 from server.queue.scripts import REORDER
 from shared.api import AgentQueue, QueueItem
 from shared.enums import CommandType, ExecutionStatus
+from shared.protocol import now_ms
 
 #: Seconds an RQ job may run when the command has no time limit.
 MAX_COMMAND_SECONDS = 24 * 3600
@@ -255,6 +255,30 @@ def snapshot(conn: redis.Redis, agent_id: str) -> AgentQueue:
     return AgentQueue(agent_id=agent_id, paused=bool(paused), items=items)
 
 
+def resume_supervision(conn: redis.Redis, execution_id: str) -> bool:
+    """Put an execution's supervising job back at the front of the queue after its worker died.
+
+    The job keeps the agent's RateLimit slot (the command is still running on the agent), so it goes
+    straight onto the queue rather than through the limiter. The new run sends COMMAND_REQUEST again;
+    the wrapper answers with its ACK (still running) or its COMMAND_COMPLETE (finished meanwhile),
+    never by running the command twice.
+    """
+    try:
+        job = Job.fetch(execution_id, connection=conn)
+    except NoSuchJobError:
+        conn.zrem(keys.SUPERVISED, execution_id)
+        return False
+    started = StartedJobRegistry(queue=queue(conn))
+    pipe = conn.pipeline(transaction=True)
+    started.remove_executions(job, pipeline=pipe)
+    job.set_status(JobStatus.QUEUED, pipeline=pipe)
+    pipe.hincrby(keys.execution(execution_id), "supervisor_restarts", 1)
+    pipe.zadd(keys.SUPERVISED, {execution_id: now_ms()})
+    pipe.execute()
+    queue(conn).push_job_id(execution_id, at_front=True)
+    return True
+
+
 def resolve(conn: redis.Redis, command_id: str, agent_id: str) -> str | None:
     value = conn.get(keys.execution_index(command_id, agent_id))
     return value.decode() if value else None
@@ -262,7 +286,3 @@ def resolve(conn: redis.Redis, command_id: str, agent_id: str) -> str | None:
 
 def open_executions(conn: redis.Redis, agent_id: str) -> list[str]:
     return sorted(m.decode() for m in conn.smembers(keys.agent_executions(agent_id)))
-
-
-def spec_json(spec: ExecutionSpec) -> dict[str, Any]:
-    return json.loads(json.dumps(asdict(spec)))

@@ -98,13 +98,26 @@ def run_execution(execution_id: str) -> str:
     if found is None:
         return "missing"
     spec, state = found
-    if ExecutionStatus(state["status"]).terminal:
+    status = ExecutionStatus(state["status"])
+    if status.terminal:
+        conn.zrem(keys.SUPERVISED, spec.id)
         return "already-ended"
-
-    if not _agent_available(conn, spec.agent_id):
+    # A run after a lost worker resumes an execution already on the agent.
+    resuming = status in (ExecutionStatus.DISPATCHED, ExecutionStatus.EXECUTING)
+    if not resuming and not _agent_available(conn, spec.agent_id):
         executions.park(conn, spec)
         publish_queue(conn, spec.agent_id, maxlen)
         return "parked"
+    try:
+        return _supervise(conn, spec, state, resuming, settings)
+    finally:
+        conn.zrem(keys.SUPERVISED, spec.id)
+
+
+def _supervise(
+    conn: redis.Redis, spec: ExecutionSpec, state: dict[str, str], resuming: bool, settings: Settings
+) -> str:
+    maxlen = settings.event_stream_maxlen
 
     signals = keys.execution_signals(spec.id)
     request = CommandRequest(
@@ -118,25 +131,31 @@ def run_execution(execution_id: str) -> str:
             ),
         )
     ).to_json()
-    if conn.publish(keys.agent_channel(spec.agent_id), request) == 0:
-        # No hub holds the agent's socket right now: wait for it like for an offline agent.
-        executions.park(conn, spec)
+    conn.zadd(keys.SUPERVISED, {spec.id: now_ms()})
+    delivered = conn.publish(keys.agent_channel(spec.agent_id), request)
+    if not resuming:
+        if delivered == 0:
+            # No hub holds the agent's socket right now: wait for it like for an offline agent.
+            executions.park(conn, spec)
+            publish_queue(conn, spec.agent_id, maxlen)
+            return "parked"
+        dispatched_at = now_ms()
+        advance_status_sync(
+            conn,
+            spec.id,
+            ExecutionStatus.DISPATCHED,
+            _status_event(spec, ExecutionStatus.DISPATCHED, queue_position=0, started_at=dispatched_at),
+            maxlen,
+            started_at=dispatched_at,
+        )
         publish_queue(conn, spec.agent_id, maxlen)
-        return "parked"
-
-    dispatched_at = now_ms()
-    advance_status_sync(
-        conn,
-        spec.id,
-        ExecutionStatus.DISPATCHED,
-        _status_event(spec, ExecutionStatus.DISPATCHED, queue_position=0, started_at=dispatched_at),
-        maxlen,
-        started_at=dispatched_at,
-    )
-    publish_queue(conn, spec.agent_id, maxlen)
+    else:
+        dispatched_at = int(state.get("started_at") or now_ms())
 
     start = time.monotonic()
-    deadline = start + spec.time_limit_ms / 1000 if spec.time_limit_ms else None
+    # The time limit counts from the dispatch, also across a resumed supervision.
+    elapsed_s = max(0.0, (now_ms() - dispatched_at) / 1000)
+    deadline = start - elapsed_s + spec.time_limit_ms / 1000 if spec.time_limit_ms else None
     last_send = start
     acked = False
     cancel: tuple[EndReason, str] | None = None
@@ -154,6 +173,7 @@ def run_execution(execution_id: str) -> str:
         )
 
     while True:
+        conn.zadd(keys.SUPERVISED, {spec.id: now_ms()})
         now = time.monotonic()
         wakeups = [next_agent_check]
         if not acked:
@@ -235,6 +255,7 @@ def on_execution_failure(
     spec, state = found
     if ExecutionStatus(state["status"]).terminal:
         return
+    connection.zrem(keys.SUPERVISED, spec.id)
     connection.publish(
         keys.agent_channel(spec.agent_id),
         CommandCancel(
