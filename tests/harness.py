@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import redis
+import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from server.auth.tokens import TokenKind, mint
@@ -234,6 +235,7 @@ class Dashboard:
         self.ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self.last_position: str | None = None
+        self.error: BaseException | None = None
 
     async def connect(self, resume_from: str | None = None) -> Dashboard:
         self.ws = await connect(self.hub.ws_url + "/ws/dashboard", additional_headers={"Authorization": f"Bearer {self.token}"})
@@ -244,7 +246,7 @@ class Dashboard:
 
     async def _read(self) -> None:
         assert self.ws is not None
-        with contextlib.suppress(Exception):
+        try:
             async for frame in self.ws:
                 message = parse_hub_to_dashboard(frame)
                 items = message.payload.events if message.type == "EVENT_BATCH" else [message]  # type: ignore[union-attr]
@@ -253,6 +255,10 @@ class Dashboard:
                     if position:
                         self.last_position = position
                     self.messages.append(item)
+        except websockets.ConnectionClosed:
+            pass
+        except Exception as exc:  # a frame the protocol refuses: the test must see it
+            self.error = exc
 
     async def send(self, message: Any) -> None:
         assert self.ws is not None
@@ -262,6 +268,8 @@ class Dashboard:
         found: list[Any] = []
 
         def check() -> bool:
+            if self.error is not None:
+                raise AssertionError(f"the dashboard client failed: {self.error!r}")
             found[:] = [m for m in self.messages if predicate(m)]
             return bool(found)
 

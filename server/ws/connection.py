@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from pydantic import BaseModel, ValidationError
@@ -53,7 +54,8 @@ class Connection:
         self.max_bytes = max_bytes
         self.bucket = TokenBucket(rate, burst=rate)
         self.label = label
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        #: (frame, whether it may go out inside an EVENT_BATCH); None closes.
+        self.queue: asyncio.Queue[tuple[str, bool] | None] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.close_code = 1000
         self.close_reason = ""
@@ -90,37 +92,38 @@ class Connection:
 
     # ---- sending -------------------------------------------------------------------------------
 
-    def send(self, message: BaseModel) -> None:
-        self.send_raw(message.model_dump_json(by_alias=True))
+    def send(self, message: BaseModel, *, batchable: bool = False) -> None:
+        self.send_raw(message.model_dump_json(by_alias=True), batchable=batchable)
 
-    def send_raw(self, frame: str) -> None:
+    def send_raw(self, frame: str, *, batchable: bool = False) -> None:
         if self.closed.is_set():
             return
         if self.queue.qsize() >= SEND_QUEUE_LIMIT:
             log.warning("%s is not reading (%d frames queued); dropping it", self.label, self.queue.qsize())
             self.close(CLOSE_TRY_AGAIN, "client too slow")
             return
-        self.queue.put_nowait(frame)
+        self.queue.put_nowait((frame, batchable))
 
     async def _send_loop(self) -> None:
+        carried: deque[tuple[str, bool] | None] = deque()
         try:
             while True:
-                frame = await self.queue.get()
-                if frame is None:
+                item = carried.popleft() if carried else await self.queue.get()
+                if item is None:
                     break
-                frames = [frame]
-                # Whatever else is waiting goes out in one frame when the endpoint can batch it.
-                if self.on_batch is not None:
+                frame, batchable = item
+                # Stream events that piled up go out together in one EVENT_BATCH frame.
+                if batchable and self.on_batch is not None and not self.queue.empty():
+                    frames = [frame]
                     while len(frames) < 500 and not self.queue.empty():
                         nxt = self.queue.get_nowait()
-                        if nxt is None:
-                            self.queue.put_nowait(None)
+                        if nxt is None or not nxt[1]:
+                            carried.append(nxt)
                             break
-                        frames.append(nxt)
+                        frames.append(nxt[0])
                     if len(frames) > 1:
-                        frames = [self.on_batch(frames)]
-                for item in frames:
-                    await self.ws.send_text(item)
+                        frame = self.on_batch(frames)
+                await self.ws.send_text(frame)
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
         finally:

@@ -71,7 +71,7 @@ class DashboardClient:
         if position <= self.last_sent:
             return
         self.last_sent = position
-        self.conn.send(event)
+        self.conn.send(event, batchable=True)
 
     def go_live(self) -> None:
         self.live = True
@@ -99,7 +99,7 @@ async def _replay(hub: Hub, client: DashboardClient, resume_from: str) -> bool:
                 continue
             event.position = f"{position[0]}-{position[1]}"
             client.last_sent = position
-            client.conn.send(event)
+            client.conn.send(event, batchable=True)
             sent += 1
         last = parse_position(entries[-1][0])
         cursor = f"({last[0]}-{last[1]}"
