@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server import keys
 from server.agents import AgentDirectory
+from server.db.models import AgentRow
 from server.db.session import make_engine, make_sessionmaker, upgrade_async
 from server.events import EventPublisher
 from server.redis_embedded import EmbeddedRedis, ensure_redis_url
@@ -169,8 +170,9 @@ class Hub:
         entry = AuditLog(at=now_ms(), actor=actor, action=action, agent_id=agent_id, command_id=command_id, details=details)
         await self.publish(AuditEvent(payload=entry))
 
-    async def publish_agent(self, agent_id: str) -> None:
-        agent = await self.agents.get(agent_id)
+    async def publish_agent(self, agent_id: str, row: AgentRow | None = None) -> None:
+        """Announce the agent's current state. Give the row when at hand: it saves a database read."""
+        agent = (await self.agents.describe([row]))[0] if row is not None else await self.agents.get(agent_id)
         if agent is not None:
             await self.publish(AgentStatusMessage(payload=agent))
 

@@ -112,7 +112,7 @@ class AgentSession:
             )  # fmt: skip
         elif isinstance(message, AgentHeartbeat):
             await hub.agents.touch(self.agent_id, message.payload.health_metrics)
-            await hub.publish_agent(self.agent_id)
+            await hub.publish_agent(self.agent_id, self.row)
         elif isinstance(message, CommandAck):
             await self.on_ack(message)
         elif isinstance(message, CommandComplete):

@@ -100,7 +100,7 @@ class Connection:
             return
         if self.queue.qsize() >= SEND_QUEUE_LIMIT:
             log.warning("%s is not reading (%d frames queued); dropping it", self.label, self.queue.qsize())
-            self.close(CLOSE_TRY_AGAIN, "client too slow")
+            self.close(CLOSE_TRY_AGAIN, "client too slow", drop_pending=True)
             return
         self.queue.put_nowait((frame, batchable))
 
@@ -132,14 +132,15 @@ class Connection:
                 if self.ws.application_state == WebSocketState.CONNECTED:
                     await self.ws.close(self.close_code, self.close_reason)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = 1000, reason: str = "", *, drop_pending: bool = False) -> None:
+        """Close after what is queued (an ERROR saying why goes out first), or at once."""
         if self.closed.is_set() or self.close_code != 1000:
             return
         self.close_code = code
         self.close_reason = reason
-        # Drop what is queued: the close goes out next.
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        if drop_pending:
+            while not self.queue.empty():
+                self.queue.get_nowait()
         self.queue.put_nowait(None)
 
     async def finish(self) -> None:
