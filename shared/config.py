@@ -77,8 +77,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_from: str = "onsembl@localhost"
     public_url: str = ""
-    #: Embedded RQ workers started by ``onsembl server``; 0 for none.
-    workers: int = Field(default=8, ge=0, le=512)
+    #: Embedded RQ workers (threads of one process) started by ``onsembl server``; 0 for none. A running
+    #: command holds one worker, so this is how many commands run at once across all agents.
+    workers: int = Field(default=64, ge=0, le=2048)
     audit_retention_days: int = Field(default=30, ge=1)
     heartbeat_interval_s: float = Field(default=30.0, gt=0)
     missed_heartbeats: int = Field(default=3, ge=1)

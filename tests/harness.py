@@ -65,7 +65,7 @@ async def async_wait_until(predicate: Callable[[], Any], seconds: float, what: s
 class HubProcess:
     data_dir: Path
     env_overrides: dict[str, str] = field(default_factory=dict)
-    workers: int = 2
+    workers: int = 16
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
     #: 0 until the first start; a restart listens on the same port so agents find it again.
@@ -286,3 +286,21 @@ class Dashboard:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+
+
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+def wait_command(client: httpx.Client, command_id: str, seconds: float = 30) -> dict[str, Any]:
+    """Wait until the command has ended; on timeout say where it stood."""
+    last: dict[str, Any] = {}
+
+    def ended() -> bool:
+        last.update(client.get(f"/commands/{command_id}").json())
+        return last.get("status") in TERMINAL
+
+    try:
+        wait_until(ended, seconds, f"command {command_id} to end")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; it stands at {json.dumps(last, indent=1)}") from None
+    return last

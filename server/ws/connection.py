@@ -145,6 +145,8 @@ class Connection:
 
     async def finish(self) -> None:
         self.close(self.close_code, self.close_reason)
+        # The socket may be gone already (close() then did nothing): the sender still has to stop.
+        self.queue.put_nowait(None)
         if self._sender is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._sender, 5)

@@ -8,10 +8,7 @@ import pytest
 from rq import Queue
 
 from server import keys
-from tests.harness import AgentProcess, HubProcess, start_agent, wait_until
-
-TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
-
+from tests.harness import wait_command, AgentProcess, HubProcess, start_agent, wait_until
 
 @pytest.fixture
 def agent(hub: HubProcess, request: pytest.FixtureRequest) -> AgentProcess:
@@ -31,9 +28,7 @@ def send(client, agent: AgentProcess, content: str, **extra) -> dict:  # type: i
 
 
 def finished(client, command_id: str, seconds: float = 30) -> dict:  # type: ignore[no-untyped-def]
-    return wait_until(
-        lambda: (c := client.get(f"/commands/{command_id}").json())["status"] in TERMINAL and c, seconds, "the command to end"
-    )
+    return wait_command(client, command_id, seconds)
 
 
 def lines(log: Path) -> list[str]:

@@ -1,0 +1,110 @@
+"""The protocol models: camelCase and UPPER_SNAKE on the wire, strict validation, one union per direction."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from shared.api import CommandCreate, ExecutionConstraints, HealthMetrics
+from shared.enums import AgentType, CompletionStatus, StreamType
+from shared.protocol import (
+    PROTOCOL_VERSION,
+    AgentConnect,
+    AgentConnectPayload,
+    AgentHeartbeat,
+    AgentHeartbeatPayload,
+    CommandComplete,
+    CommandCompletePayload,
+    CommandRequest,
+    CommandRequestPayload,
+    CommandSubmit,
+    EventBatch,
+    EventBatchPayload,
+    TerminalOutput,
+    TerminalOutputPayload,
+    TerminalStream,
+    TerminalStreamPayload,
+    parse_agent_message,
+    parse_dashboard_message,
+    parse_hub_to_agent,
+    parse_hub_to_dashboard,
+)
+
+
+def test_wire_shape_is_camel_case_with_envelope() -> None:
+    message = TerminalOutput(
+        payload=TerminalOutputPayload(command_id="c1", agent_id="a1", stream_type=StreamType.STDERR, content="x", sequence=3)
+    )
+    wire = json.loads(message.to_json())
+    assert set(wire) == {"type", "id", "timestamp", "payload"}
+    assert wire["type"] == "TERMINAL_OUTPUT"
+    assert wire["payload"] == {
+        "commandId": "c1", "agentId": "a1", "streamType": "STDERR", "content": "x", "ansiCodes": False, "sequence": 3,
+    }  # fmt: skip
+    assert parse_agent_message(message.to_json()) == message
+
+
+def test_every_direction_round_trips() -> None:
+    connect = AgentConnect(payload=AgentConnectPayload(agent_id="a", agent_type=AgentType.CLAUDE))
+    assert json.loads(connect.to_json())["payload"]["protocolVersion"] == PROTOCOL_VERSION
+    assert parse_agent_message(connect.to_json()) == connect
+    heartbeat = AgentHeartbeat(payload=AgentHeartbeatPayload(agent_id="a", health_metrics=HealthMetrics(cpu_percent=12.5)))
+    assert parse_agent_message(heartbeat.to_json()) == heartbeat
+    complete = CommandComplete(payload=CommandCompletePayload(command_id="c", agent_id="a", status=CompletionStatus.FAILED))
+    assert parse_agent_message(complete.to_json()) == complete
+    request = CommandRequest(
+        payload=CommandRequestPayload(
+            command_id="c", content="hi", type="NATURAL", priority=5,
+            execution_constraints=ExecutionConstraints(time_limit_ms=1000),
+        )
+    )  # fmt: skip
+    assert json.loads(request.to_json())["payload"]["executionConstraints"] == {"timeLimitMs": 1000, "tokenBudget": None}
+    assert parse_hub_to_agent(request.to_json()) == request
+    submit = CommandSubmit(payload=CommandCreate(content="hi", broadcast=True))
+    assert parse_dashboard_message(submit.to_json()) == submit
+    stream = TerminalStream(
+        payload=TerminalStreamPayload(
+            command_id="c", agent_id="a", agent_name="n", agent_type=AgentType.SHELL, stream_type=StreamType.STDOUT,
+            content="x", sequence=0, emitted_at=1,
+        ),
+        position="1-0",
+    )  # fmt: skip
+    batch = EventBatch(payload=EventBatchPayload(events=[stream, stream]))
+    parsed = parse_hub_to_dashboard(batch.to_json())
+    assert parsed.payload.events[1].position == "1-0"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"commandId": "c", "agentId": "a", "streamType": "STDOUT", "content": "x", "sequence": "1"},  # "1" is no int
+        {"commandId": "c", "agentId": "a", "streamType": "stdout", "content": "x", "sequence": 1},  # enum case
+        {"commandId": "c", "agentId": "a", "streamType": "STDOUT", "content": "x", "sequence": -1},
+        {"commandId": "c", "agentId": "a", "streamType": "STDOUT", "content": "x", "sequence": 1, "extra": 1},
+        {"commandId": "c", "agentId": "a", "streamType": "STDOUT", "content": 5, "sequence": 1},
+        {"commandId": "c d", "agentId": "a", "streamType": "STDOUT", "content": "x", "sequence": 1},  # id charset
+        {"agentId": "a", "streamType": "STDOUT", "content": "x", "sequence": 1},
+    ],
+)
+def test_strict_validation_refuses(payload: dict) -> None:  # type: ignore[type-arg]
+    frame = json.dumps({"type": "TERMINAL_OUTPUT", "id": "m", "timestamp": 1, "payload": payload})
+    with pytest.raises(ValidationError):
+        parse_agent_message(frame)
+
+
+def test_direction_is_enforced() -> None:
+    request = CommandRequest(payload=CommandRequestPayload(command_id="c", content="x", type="NATURAL", priority=1))
+    with pytest.raises(ValidationError):
+        parse_agent_message(request.to_json())  # a hub->agent message is not something an agent sends
+
+
+def test_command_create_targets() -> None:
+    with pytest.raises(ValidationError):
+        CommandCreate(content="x")
+    with pytest.raises(ValidationError):
+        CommandCreate(content="x", broadcast=True, target_agents=["a"])
+    with pytest.raises(ValidationError):
+        CommandCreate(content="x", target_agents=["a", "a"])
+    assert CommandCreate.model_validate({"content": "x", "targetAgents": ["a"], "type": "PLAN"}).type == "PLAN"
