@@ -24,7 +24,7 @@ STAMP = VENV / ".onsembl-installed"
 
 
 def ensure_env(extras: str) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this file runs before the venv, on any python3
         sys.exit(f"Onsembl needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     if not PY.exists():
         print("creating .venv ...", flush=True)

@@ -8,11 +8,13 @@ import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import keys
 from server.db.models import AgentRow
+from server.redis_text import as_text
 from shared.api import Agent, HealthMetrics
 from shared.enums import AgentActivity, AgentStatus, AgentType
 from shared.protocol import now_ms
@@ -38,13 +40,20 @@ class AgentDirectory:
     async def ensure(self, name: str, agent_type: AgentType = AgentType.SHELL) -> AgentRow:
         """The agent named ``name``, created on first use: the same name keeps its id."""
         async with self.sessions() as session:
-            existing = (await session.execute(select(AgentRow).where(AgentRow.name == name))).scalar_one_or_none()
+            existing = (
+                await session.execute(select(AgentRow).where(AgentRow.name == name))
+            ).scalar_one_or_none()
             if existing is not None:
                 return existing
             row = AgentRow(
-                id=str(uuid.uuid4()), name=name, agent_type=agent_type.value, status=AgentStatus.OFFLINE.value,
-                created_at=now_ms(), capabilities={}, health={},
-            )  # fmt: skip
+                id=str(uuid.uuid4()),
+                name=name,
+                agent_type=agent_type.value,
+                status=AgentStatus.OFFLINE.value,
+                created_at=now_ms(),
+                capabilities={},
+                health={},
+            )
             session.add(row)
             await session.commit()
             return row
@@ -97,10 +106,14 @@ class AgentDirectory:
 
     async def mark_online(self, row: AgentRow, hub_id: str, fields: dict[str, Any]) -> None:
         now = now_ms()
-        mapping = {
-            "status": AgentStatus.ONLINE.value, "hub": hub_id, "connected_at": now, "last_seen": now,
-            "name": row.name, **{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in fields.items()},
-        }  # fmt: skip
+        mapping: dict[FieldT, EncodableT] = {
+            "status": AgentStatus.ONLINE.value,
+            "hub": hub_id,
+            "connected_at": now,
+            "last_seen": now,
+            "name": row.name,
+            **{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in fields.items()},
+        }
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(keys.agent(row.id), mapping=mapping)
         pipe.zadd(keys.ONLINE_AGENTS, {row.id: now})
@@ -109,7 +122,7 @@ class AgentDirectory:
     async def touch(self, agent_id: str, health: HealthMetrics | None = None) -> None:
         now = now_ms()
         pipe = self.redis.pipeline(transaction=True)
-        mapping: dict[str, Any] = {"last_seen": now}
+        mapping: dict[FieldT, EncodableT] = {"last_seen": now}
         if health is not None:
             mapping["health"] = health.model_dump_json(by_alias=True)
         pipe.hset(keys.agent(agent_id), mapping=mapping)
@@ -119,10 +132,13 @@ class AgentDirectory:
     async def mark_offline(self, agent_id: str, hub_id: str) -> bool:
         """Mark OFFLINE unless another hub has taken the agent over since. True if marked."""
         current_hub = await self.redis.hget(keys.agent(agent_id), "hub")
-        if current_hub is not None and current_hub.decode() != hub_id:
+        if current_hub is not None and as_text(current_hub) != hub_id:
             return False
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.agent(agent_id), mapping={"status": AgentStatus.OFFLINE.value, "last_seen": now_ms(), "hub": ""})
+        pipe.hset(
+            keys.agent(agent_id),
+            mapping={"status": AgentStatus.OFFLINE.value, "last_seen": now_ms(), "hub": ""},
+        )
         pipe.zrem(keys.ONLINE_AGENTS, agent_id)
         await pipe.execute()
         return True
@@ -151,10 +167,18 @@ def build_agent(row: AgentRow, live: dict[str, str], queue_length: int, paused: 
     else:
         activity = AgentActivity.IDLE
     health_raw = live.get("health")
-    health = HealthMetrics.model_validate_json(health_raw) if health_raw else HealthMetrics.model_validate(row.health or {})
+    health = (
+        HealthMetrics.model_validate_json(health_raw)
+        if health_raw
+        else HealthMetrics.model_validate(row.health or {})
+    )
     last_seen = int(live["last_seen"]) if live.get("last_seen") else row.last_seen
-    connected_at = int(live["connected_at"]) if live.get("connected_at") and status is AgentStatus.ONLINE else None
-    capabilities = json.loads(live["capabilities"]) if live.get("capabilities") else dict(row.capabilities or {})
+    connected_at = (
+        int(live["connected_at"]) if live.get("connected_at") and status is AgentStatus.ONLINE else None
+    )
+    capabilities = (
+        json.loads(live["capabilities"]) if live.get("capabilities") else dict(row.capabilities or {})
+    )
     return Agent(
         id=row.id,
         name=row.name,

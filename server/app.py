@@ -24,8 +24,16 @@ from shared.config import Settings
 
 log = logging.getLogger(__name__)
 
-_HTTP_ERRORS = {400: "BAD_REQUEST", 401: "AUTH_FAILED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-                409: "CONFLICT", 422: "INVALID_MESSAGE", 429: "RATE_LIMIT"}  # fmt: skip
+_HTTP_ERRORS = {
+    400: "BAD_REQUEST",
+    401: "AUTH_FAILED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    422: "INVALID_MESSAGE",
+    429: "RATE_LIMIT",
+}
 
 
 def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -63,7 +71,11 @@ def create_app(settings: Settings | None = None, *, embedded_workers: int = 0) -
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
-            {"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            {
+                "loc": ".".join(str(p) for p in e.get("loc", ())),
+                "msg": e.get("msg", ""),
+                "type": e.get("type", ""),
+            }
             for e in exc.errors()[:20]
         ]
         return _error(422, "INVALID_MESSAGE", "the request does not match the API", details)

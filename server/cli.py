@@ -58,7 +58,7 @@ def serve(settings: Settings, *, workers: int, port_file: Path | None = None) ->
 
     async def main() -> None:
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started and not task.done():
+        while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
             await asyncio.sleep(0.02)
         if server.started:
             url = f"http://{settings.host}:{port}"
@@ -79,8 +79,8 @@ def cmd_server(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from shared.logs import setup_logging
     from server.worker import run
+    from shared.logs import setup_logging
 
     settings = _settings(log_level=args.log_level)
     setup_logging(settings.log_level)
@@ -114,7 +114,9 @@ def cmd_token(args: argparse.Namespace) -> None:
         print(f"agent {args.subject} has id {agent_id}", file=sys.stderr)
         print(mint(settings, TokenKind.AGENT, agent_id, name=args.subject, ttl_s=args.ttl))
     else:
-        print(mint(settings, TokenKind.ACCESS, args.subject.strip().lower(), name=args.subject, ttl_s=args.ttl))
+        print(
+            mint(settings, TokenKind.ACCESS, args.subject.strip().lower(), name=args.subject, ttl_s=args.ttl)
+        )
 
 
 def cmd_db(args: argparse.Namespace) -> None:
@@ -131,18 +133,24 @@ def cmd_db(args: argparse.Namespace) -> None:
 def cmd_up(args: argparse.Namespace) -> None:
     from server.up import run_up
 
-    run_up(_settings(port=args.port, log_level=args.log_level), headless=args.headless, demo_agents=args.agents)
+    run_up(
+        _settings(port=args.port, log_level=args.log_level), headless=args.headless, demo_agents=args.agents
+    )
 
 
 # ---- entry points ---------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="onsembl", description="Onsembl: a control center for AI coding agents")
+    parser = argparse.ArgumentParser(
+        prog="onsembl", description="Onsembl: a control center for AI coding agents"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_log_level(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper, default=None)
+        p.add_argument(
+            "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper, default=None
+        )
         return p
 
     p = with_log_level(sub.add_parser("server", help="run the hub (with an embedded RQ worker pool)"))

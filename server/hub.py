@@ -26,8 +26,9 @@ from server.agents import AgentDirectory
 from server.db.models import AgentRow
 from server.db.session import make_engine, make_sessionmaker, upgrade_async
 from server.events import EventPublisher
-from server.redis_embedded import EmbeddedRedis, ensure_redis_url
 from server.queue import executions
+from server.redis_embedded import EmbeddedRedis, ensure_redis_url
+from server.redis_text import as_text, as_texts, read_entries, stream_entries
 from server.store import Store
 from server.worker import spawn_pool
 from shared.api import AuditLog
@@ -104,7 +105,7 @@ class Hub:
         self.store = Store(self.redis, self.sessions, consumer=self.hub_id)
         await self.store.ensure_group()
         self.store.start()
-        last = await self.redis.xrevrange(keys.EVENTS_STREAM, count=1)
+        last = stream_entries(await self.redis.xrevrange(keys.EVENTS_STREAM, count=1))
         self.relay_position = parse_position(last[0][0]) if last else (0, 0)
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         # A placeholder subscription keeps the pubsub connection open before any agent connects.
@@ -112,7 +113,12 @@ class Hub:
         self._spawn(self._relay, "relay")
         self._spawn(self._route_to_agents, "agent-router")
         self._spawn(self._sweep, "sweeper")
-        log.info("hub %s started (redis %s, database %s)", self.hub_id, _safe_url(self.redis_url), _safe_url(s.sqlalchemy_url))
+        log.info(
+            "hub %s started (redis %s, database %s)",
+            self.hub_id,
+            _safe_url(self.redis_url),
+            _safe_url(s.sqlalchemy_url),
+        )
 
     def _spawn(self, factory: Callable[[], Awaitable[None]], name: str) -> None:
         """Run a hub loop for the hub's life; a crash is logged and the loop restarted."""
@@ -167,7 +173,9 @@ class Hub:
         command_id: str | None = None,
         **details: Any,
     ) -> None:
-        entry = AuditLog(at=now_ms(), actor=actor, action=action, agent_id=agent_id, command_id=command_id, details=details)
+        entry = AuditLog(
+            at=now_ms(), actor=actor, action=action, agent_id=agent_id, command_id=command_id, details=details
+        )
         await self.publish(AuditEvent(payload=entry))
 
     async def publish_agent(self, agent_id: str, row: AgentRow | None = None) -> None:
@@ -190,7 +198,7 @@ class Hub:
                     continue
                 if not response:
                     continue
-                for entry_id, fields in response[0][1]:
+                for entry_id, fields in read_entries(response):
                     position = parse_position(entry_id)
                     self.relay_position = position
                     data = fields.get(b"m")
@@ -225,7 +233,9 @@ class Hub:
 
     async def send_to_agent(self, agent_id: str, message: BaseModel) -> int:
         """Deliver a hub->agent message through whichever hub holds the agent. Returns receivers."""
-        return int(await self.redis.publish(keys.agent_channel(agent_id), message.model_dump_json(by_alias=True)))
+        return int(
+            await self.redis.publish(keys.agent_channel(agent_id), message.model_dump_json(by_alias=True))
+        )
 
     async def _route_to_agents(self) -> None:
         while True:
@@ -235,7 +245,9 @@ class Hub:
                 log.warning("agent router lost Redis (%s); resubscribing", exc)
                 await asyncio.sleep(0.5)
                 try:
-                    channels = [keys.agent_channel(a) for a in self.agent_sockets] or [keys.PREFIX + "hub:" + self.hub_id]
+                    channels = [keys.agent_channel(a) for a in self.agent_sockets] or [
+                        keys.PREFIX + "hub:" + self.hub_id
+                    ]
                     await self._pubsub.subscribe(*channels)
                 except (redis.RedisError, OSError):
                     pass
@@ -260,18 +272,21 @@ class Hub:
                 await self.redis.zadd(keys.HUBS, {self.hub_id: now})
                 stale_before = now - int(s.heartbeat_interval_s * s.missed_heartbeats * 1000)
                 stale = await self.redis.zrangebyscore(keys.ONLINE_AGENTS, 0, stale_before)
-                for raw in stale:
-                    agent_id = raw.decode()
+                for agent_id in as_texts(stale):
                     sink = self.agent_sockets.get(agent_id)
                     if sink is not None:
-                        log.warning("agent %s missed %d heartbeats; closing its socket", agent_id, s.missed_heartbeats)
+                        log.warning(
+                            "agent %s missed %d heartbeats; closing its socket", agent_id, s.missed_heartbeats
+                        )
                         await sink.close_stale()
                     hub = await self.redis.hget(keys.agent(agent_id), "hub")
-                    owner = hub.decode() if hub else ""
+                    owner = as_text(hub) if hub else ""
                     if sink is not None or not owner or not await self._hub_alive(owner):
                         if await self.agents.mark_offline(agent_id, owner):
                             await self.publish_agent(agent_id)
-                            await self.audit("hub", "agent.offline", agent_id=agent_id, reason="missed heartbeats")
+                            await self.audit(
+                                "hub", "agent.offline", agent_id=agent_id, reason="missed heartbeats"
+                            )
                 await self._resume_lost_supervisors(now)
             except (redis.RedisError, OSError) as exc:
                 log.warning("sweeper lost Redis (%s)", exc)
@@ -280,10 +295,11 @@ class Hub:
     async def _resume_lost_supervisors(self, now: int) -> None:
         """Executions whose supervising job stopped beating (its worker was killed) get a new one."""
         stale = await self.redis.zrangebyscore(keys.SUPERVISED, 0, now - SUPERVISOR_STALE_MS)
-        for raw in stale:
-            execution_id = raw.decode()
+        for execution_id in as_texts(stale):
             # One hub takes it.
-            if not await self.redis.set(keys.PREFIX + f"resume-lock:{execution_id}", self.hub_id, nx=True, ex=10):
+            if not await self.redis.set(
+                keys.PREFIX + f"resume-lock:{execution_id}", self.hub_id, nx=True, ex=10
+            ):
                 continue
             if await asyncio.to_thread(executions.resume_supervision, self.redis_sync, execution_id):
                 log.warning("the worker supervising %s stopped; a new one takes over", execution_id)
@@ -299,7 +315,7 @@ class Hub:
         try:
             info = await asyncio.wait_for(self.redis.info("server"), 2)
             result["redis"] = (True, f"redis {info.get('redis_version', '?')}")
-        except Exception as exc:  # noqa: BLE001 - health reports any failure
+        except Exception as exc:
             result["redis"] = (False, str(exc)[:200])
         try:
             async with self.engine.connect() as conn:
@@ -309,14 +325,14 @@ class Hub:
                 result["database"] = (False, self.store.last_error)
             else:
                 result["database"] = (True, detail)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             result["database"] = (False, str(exc)[:200])
         try:
             from rq import Worker
 
             workers = await asyncio.to_thread(Worker.count, connection=self.redis_sync)
             result["workers"] = (workers > 0, f"{workers} RQ workers")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             result["workers"] = (False, str(exc)[:200])
         return result
 

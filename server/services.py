@@ -16,6 +16,7 @@ from server.events import advance_status
 from server.hub import Hub
 from server.queue import executions
 from server.queue.executions import ExecutionSpec, ReorderError
+from server.redis_text import as_text, as_texts
 from shared.api import (
     AgentQueue,
     Command,
@@ -50,11 +51,17 @@ from shared.protocol import (
 
 async def command_record(hub: Hub, session: AsyncSession, row: CommandRow) -> Command:
     rows = list(
-        (await session.execute(select(ExecutionRow).where(ExecutionRow.command_id == row.id).order_by(ExecutionRow.id))).scalars()
+        (
+            await session.execute(
+                select(ExecutionRow).where(ExecutionRow.command_id == row.id).order_by(ExecutionRow.id)
+            )
+        ).scalars()
     )
     names = {
         a.id: a.name
-        for a in (await session.execute(select(AgentRow).where(AgentRow.id.in_([r.agent_id for r in rows])))).scalars()
+        for a in (
+            await session.execute(select(AgentRow).where(AgentRow.id.in_([r.agent_id for r in rows])))
+        ).scalars()
     }
     positions: dict[str, int | None] = {}
     live_status: dict[str, ExecutionStatus] = {}
@@ -105,7 +112,9 @@ async def command_record(hub: Hub, session: AsyncSession, row: CommandRow) -> Co
         broadcast=row.broadcast,
         status=combined_status([e.status for e in execs]),
         priority=row.priority,
-        execution_constraints=ExecutionConstraints(time_limit_ms=row.time_limit_ms, token_budget=row.token_budget),
+        execution_constraints=ExecutionConstraints(
+            time_limit_ms=row.time_limit_ms, token_budget=row.token_budget
+        ),
         created_at=row.created_at,
         created_by=row.created_by,
         preset_id=row.preset_id,
@@ -144,12 +153,16 @@ async def get_command(hub: Hub, command_id: str) -> Command:
 
 async def _resolve_targets(hub: Hub, session: AsyncSession, body: CommandCreate) -> list[AgentRow]:
     if body.broadcast:
-        online = [m.decode() for m in await hub.redis.zrange(keys.ONLINE_AGENTS, 0, -1)]
-        stopped = {m.decode() for m in await hub.redis.smembers(keys.STOPPED_AGENTS)}
+        online = as_texts(await hub.redis.zrange(keys.ONLINE_AGENTS, 0, -1))
+        stopped = set(as_texts(await hub.redis.smembers(keys.STOPPED_AGENTS)))
         ids = [a for a in online if a not in stopped]
         if not ids:
             raise ServiceError(ErrorCode.AGENT_OFFLINE, "broadcast: no agent is online", 409)
-        rows = list((await session.execute(select(AgentRow).where(AgentRow.id.in_(ids)).order_by(AgentRow.name))).scalars())
+        rows = list(
+            (
+                await session.execute(select(AgentRow).where(AgentRow.id.in_(ids)).order_by(AgentRow.name))
+            ).scalars()
+        )
         return rows
     assert body.target_agents
     rows = []
@@ -168,7 +181,8 @@ async def _resolve_targets(hub: Hub, session: AsyncSession, body: CommandCreate)
             names = ", ".join(r.name for r in offline)
             raise ServiceError(
                 ErrorCode.AGENT_OFFLINE,
-                f"agent {names} is offline; nothing was sent. Send with queueIfOffline: true to queue it until "
+                f"agent {names} is offline; nothing was sent. "
+                "Send with queueIfOffline: true to queue it until "
                 "the agent returns.",
                 409,
                 {"offline": [{"id": r.id, "name": r.name, "lastSeen": r.last_seen} for r in offline]},
@@ -184,7 +198,9 @@ async def _constraints(session: AsyncSession, body: CommandCreate) -> ExecutionC
             raise not_found("constraint profile", body.constraint_profile_id)
     else:
         profile = (
-            await session.execute(select(ConstraintProfileRow).where(ConstraintProfileRow.is_default.is_(True)))
+            await session.execute(
+                select(ConstraintProfileRow).where(ConstraintProfileRow.is_default.is_(True))
+            )
         ).scalar_one_or_none()
     if profile is None:
         return given
@@ -202,16 +218,25 @@ async def create_command(hub: Hub, actor: str, body: CommandCreate) -> Command:
         constraints = await _constraints(session, body)
         if body.preset_id:
             result = await session.execute(
-                update(PresetRow).where(PresetRow.id == body.preset_id).values(usage_count=PresetRow.usage_count + 1)
+                update(PresetRow)
+                .where(PresetRow.id == body.preset_id)
+                .values(usage_count=PresetRow.usage_count + 1)
             )
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 raise not_found("preset", body.preset_id)
         row = CommandRow(
-            id=command_id, content=body.content, type=body.type.value, priority=body.priority,
-            broadcast=body.broadcast, target_agents=[t.id for t in targets],
-            time_limit_ms=constraints.time_limit_ms, token_budget=constraints.token_budget,
-            preset_id=body.preset_id, created_by=actor, created_at=created,
-        )  # fmt: skip
+            id=command_id,
+            content=body.content,
+            type=body.type.value,
+            priority=body.priority,
+            broadcast=body.broadcast,
+            target_agents=[t.id for t in targets],
+            time_limit_ms=constraints.time_limit_ms,
+            token_budget=constraints.token_budget,
+            preset_id=body.preset_id,
+            created_by=actor,
+            created_at=created,
+        )
         session.add(row)
         single = len(targets) == 1
         specs = []
@@ -219,17 +244,28 @@ async def create_command(hub: Hub, actor: str, body: CommandCreate) -> Command:
             execution_id = executions.execution_id_for(command_id, target.id, single)
             session.add(
                 ExecutionRow(
-                    id=execution_id, command_id=command_id, agent_id=target.id,
-                    status=ExecutionStatus.QUEUED.value, status_rank=0, created_at=created,
+                    id=execution_id,
+                    command_id=command_id,
+                    agent_id=target.id,
+                    status=ExecutionStatus.QUEUED.value,
+                    status_rank=0,
+                    created_at=created,
                 )
-            )  # fmt: skip
+            )
             specs.append(
                 ExecutionSpec(
-                    id=execution_id, command_id=command_id, agent_id=target.id, agent_name=target.name,
-                    content=body.content, type=body.type.value, priority=body.priority, created_at=created,
-                    time_limit_ms=constraints.time_limit_ms, token_budget=constraints.token_budget,
+                    id=execution_id,
+                    command_id=command_id,
+                    agent_id=target.id,
+                    agent_name=target.name,
+                    content=body.content,
+                    type=body.type.value,
+                    priority=body.priority,
+                    created_at=created,
+                    time_limit_ms=constraints.time_limit_ms,
+                    token_budget=constraints.token_budget,
                 )
-            )  # fmt: skip
+            )
     # Committed first: a job that starts at once finds its records.
     await asyncio.to_thread(executions.create, hub.redis_sync, specs)
     for spec in specs:
@@ -242,10 +278,15 @@ async def create_command(hub: Hub, actor: str, body: CommandCreate) -> Command:
         )
     await publish_queues(hub, {s.agent_id for s in specs})
     await hub.audit(
-        actor, "command.created", command_id=command_id, type=body.type.value,
-        targets=[s.agent_id for s in specs], broadcast=body.broadcast, priority=body.priority,
+        actor,
+        "command.created",
+        command_id=command_id,
+        type=body.type.value,
+        targets=[s.agent_id for s in specs],
+        broadcast=body.broadcast,
+        priority=body.priority,
         content=body.content[:500],
-    )  # fmt: skip
+    )
     return await get_command(hub, command_id)
 
 
@@ -265,24 +306,36 @@ async def _cancel_execution(hub: Hub, spec: ExecutionSpec, reason: EndReason, me
         at = now_ms()
         event = CommandStatus(
             payload=CommandStatusPayload(
-                command_id=spec.command_id, agent_id=spec.agent_id, status=ExecutionStatus.CANCELLED,
-                end_reason=reason, error=message or None, completed_at=at,
+                command_id=spec.command_id,
+                agent_id=spec.agent_id,
+                status=ExecutionStatus.CANCELLED,
+                end_reason=reason,
+                error=message or None,
+                completed_at=at,
             )
-        )  # fmt: skip
+        )
         await advance_status(
-            hub.redis, spec.id, ExecutionStatus.CANCELLED, event, hub.settings.event_stream_maxlen,
-            end_reason=reason.value, error=message, completed_at=at,
-        )  # fmt: skip
+            hub.redis,
+            spec.id,
+            ExecutionStatus.CANCELLED,
+            event,
+            hub.settings.event_stream_maxlen,
+            end_reason=reason.value,
+            error=message,
+            completed_at=at,
+        )
         await asyncio.to_thread(executions.forget, hub.redis_sync, spec)
         return "dequeued"
     status = await hub.redis.hget(keys.execution(spec.id), "status")
-    if status is None or ExecutionStatus(status.decode()).terminal:
+    if status is None or ExecutionStatus(as_text(status)).terminal:
         return "ended"
     # Running: tell the job (it enforces the grace period) and the agent at once.
     await hub.redis.rpush(keys.execution_signals(spec.id), f"cancel|{reason.value}|{message}")
     await hub.send_to_agent(
         spec.agent_id,
-        CommandCancel(payload=CommandCancelPayload(command_id=spec.command_id, reason=message, end_reason=reason)),
+        CommandCancel(
+            payload=CommandCancelPayload(command_id=spec.command_id, reason=message, end_reason=reason)
+        ),
     )
     await hub.redis.hset(keys.execution(spec.id), "cancel_reason", reason.value)
     return "interrupting"
@@ -306,7 +359,14 @@ async def cancel_command(hub: Hub, actor: str, command_id: str, agent_id: str | 
         end = EndReason.INTERRUPTED if running else EndReason.USER_CANCEL
         outcome = await _cancel_execution(hub, spec, end, reason or f"cancelled by {actor}")
         touched.add(spec.agent_id)
-        await hub.audit(actor, "command.cancelled", command_id=command_id, agent_id=spec.agent_id, outcome=outcome, reason=reason)
+        await hub.audit(
+            actor,
+            "command.cancelled",
+            command_id=command_id,
+            agent_id=spec.agent_id,
+            outcome=outcome,
+            reason=reason,
+        )
     await publish_queues(hub, touched)
     return await get_command(hub, command_id)
 
@@ -341,7 +401,9 @@ async def reorder_queue(hub: Hub, actor: str, agent_id: str, command_ids: list[s
 # ---- agents -----------------------------------------------------------------------------------------
 
 
-async def control_agent(hub: Hub, actor: str, agent_id: str, action: ControlAction, reason: str) -> ControlResult:
+async def control_agent(
+    hub: Hub, actor: str, agent_id: str, action: ControlAction, reason: str
+) -> ControlResult:
     if await hub.agents.row(agent_id) is None:
         raise not_found("agent", agent_id)
     r = hub.redis
@@ -354,11 +416,15 @@ async def control_agent(hub: Hub, actor: str, agent_id: str, action: ControlActi
         await r.srem(keys.STOPPED_AGENTS, agent_id)
         if action is ControlAction.RESUME:
             await r.srem(keys.PAUSED_AGENTS, agent_id)
-    receivers = await hub.send_to_agent(agent_id, AgentControl(payload=AgentControlPayload(action=action, reason=reason)))
+    receivers = await hub.send_to_agent(
+        agent_id, AgentControl(payload=AgentControlPayload(action=action, reason=reason))
+    )
     if action in (ControlAction.RESUME, ControlAction.RESTART):
         await asyncio.to_thread(executions.release_pending, hub.redis_sync, agent_id)
     await publish_queues(hub, {agent_id})
-    await hub.audit(actor, f"agent.{action.value.lower()}", agent_id=agent_id, reason=reason, delivered=receivers > 0)
+    await hub.audit(
+        actor, f"agent.{action.value.lower()}", agent_id=agent_id, reason=reason, delivered=receivers > 0
+    )
     return ControlResult(agent_id=agent_id, action=action, delivered=receivers > 0)
 
 
@@ -375,7 +441,9 @@ async def _cancel_running(hub: Hub, agent_id: str, reason: EndReason, message: s
     return count
 
 
-async def emergency_stop(hub: Hub, actor: str, reason: str, request_id: str | None = None) -> EmergencyStopResult:
+async def emergency_stop(
+    hub: Hub, actor: str, reason: str, request_id: str | None = None
+) -> EmergencyStopResult:
     started = time.monotonic()
     running = cleared = 0
     agents_touched: set[str] = set()
@@ -394,9 +462,15 @@ async def emergency_stop(hub: Hub, actor: str, reason: str, request_id: str | No
             agents_touched.add(row.id)
     await publish_queues(hub, agents_touched)
     result = EmergencyStopResult(
-        cancelled_running=running, cleared_queued=cleared, agents=len(agents_touched),
+        cancelled_running=running,
+        cleared_queued=cleared,
+        agents=len(agents_touched),
         duration_ms=int((time.monotonic() - started) * 1000),
-    )  # fmt: skip
-    await hub.publish(EmergencyStopResultMessage(payload=EmergencyStopResultPayload(**result.model_dump(), request_id=request_id)))
+    )
+    await hub.publish(
+        EmergencyStopResultMessage(
+            payload=EmergencyStopResultPayload(**result.model_dump(), request_id=request_id)
+        )
+    )
     await hub.audit(actor, "emergency_stop", reason=reason, **result.wire())
     return result

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import keys
 from server.db.models import AgentRow, AuditLogRow, ExecutionRow, OutputLineRow, ReportRow, TraceRow
+from server.redis_text import read_entries
 from shared.protocol import (
     AgentStatusMessage,
     AuditEvent,
@@ -44,11 +45,13 @@ CLAIM_IDLE_MS = 60_000
 
 def _insert(session: AsyncSession, table: Any) -> Any:
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    return (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table))
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
 class Store:
-    def __init__(self, redis_client: aioredis.Redis, sessions: async_sessionmaker[AsyncSession], consumer: str) -> None:
+    def __init__(
+        self, redis_client: aioredis.Redis, sessions: async_sessionmaker[AsyncSession], consumer: str
+    ) -> None:
         self.redis = redis_client
         self.sessions = sessions
         self.consumer = consumer
@@ -102,10 +105,13 @@ class Store:
                     next_claim = loop_time + 15
                     await self._claim_abandoned()
                 response = await self.redis.xreadgroup(
-                    keys.STORE_GROUP, self.consumer, {keys.EVENTS_STREAM: cursor}, count=BATCH,
+                    keys.STORE_GROUP,
+                    self.consumer,
+                    {keys.EVENTS_STREAM: cursor},
+                    count=BATCH,
                     block=None if cursor == "0" else 1000,
-                )  # fmt: skip
-                entries = response[0][1] if response else []
+                )
+                entries = read_entries(response)
                 if cursor == "0" and not entries:
                     cursor = ">"
                     continue
@@ -118,7 +124,11 @@ class Store:
                 raise
             except (SQLAlchemyError, OSError) as exc:
                 self.last_error = f"database: {exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}"
-                log.error("store cannot write (%s); events wait in Redis, retrying in %.1fs", self.last_error, backoff)
+                log.error(
+                    "store cannot write (%s); events wait in Redis, retrying in %.1fs",
+                    self.last_error,
+                    backoff,
+                )
                 cursor = "0"  # retry the unacknowledged batch first
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -133,7 +143,12 @@ class Store:
         start = "0-0"
         while True:
             result = await self.redis.xautoclaim(
-                keys.EVENTS_STREAM, keys.STORE_GROUP, self.consumer, CLAIM_IDLE_MS, start_id=start, count=BATCH
+                keys.EVENTS_STREAM,
+                keys.STORE_GROUP,
+                self.consumer,
+                CLAIM_IDLE_MS,
+                start_id=start,
+                count=BATCH,
             )
             start, claimed = result[0], result[1]
             if claimed:
@@ -145,7 +160,8 @@ class Store:
         events: list[StreamEvent] = []
         ids = [entry_id for entry_id, _ in entries]
         for entry_id, fields in entries:
-            data = fields.get(b"m")
+            # A pending entry the stream has trimmed since comes back without fields: nothing to write.
+            data = fields.get(b"m") if fields else None
             if data is None:
                 continue
             try:
@@ -167,22 +183,33 @@ async def apply(session: AsyncSession, events: list[StreamEvent]) -> None:
         if isinstance(event, TerminalStream):
             p = event.payload
             lines.append(
-                {"command_id": p.command_id, "agent_id": p.agent_id, "sequence": p.sequence, "stream_type": p.stream_type.value,
-                 "content": p.content, "ansi_codes": p.ansi_codes, "emitted_at": p.emitted_at}  # fmt: skip
+                {
+                    "command_id": p.command_id,
+                    "agent_id": p.agent_id,
+                    "sequence": p.sequence,
+                    "stream_type": p.stream_type.value,
+                    "content": p.content,
+                    "ansi_codes": p.ansi_codes,
+                    "emitted_at": p.emitted_at,
+                }
             )
             key = (p.command_id, p.agent_id)
             max_seq[key] = max(max_seq[key], p.sequence)
     if lines:
         # SQLite takes at most 32766 bound variables per statement.
         for start in range(0, len(lines), 2000):
-            stmt = _insert(session, OutputLineRow).values(lines[start : start + 2000]).on_conflict_do_nothing()
+            stmt = (
+                _insert(session, OutputLineRow).values(lines[start : start + 2000]).on_conflict_do_nothing()
+            )
             await session.execute(stmt)
         for (command_id, agent_id), seq in max_seq.items():
             await session.execute(
                 update(ExecutionRow)
                 .where(ExecutionRow.command_id == command_id, ExecutionRow.agent_id == agent_id)
                 .values(
-                    output_lines=case((ExecutionRow.output_lines < seq + 1, seq + 1), else_=ExecutionRow.output_lines)
+                    output_lines=case(
+                        (ExecutionRow.output_lines < seq + 1, seq + 1), else_=ExecutionRow.output_lines
+                    )
                 )
             )
     for event in events:
@@ -191,19 +218,34 @@ async def apply(session: AsyncSession, events: list[StreamEvent]) -> None:
         elif isinstance(event, AgentStatusMessage):
             a = event.payload
             await session.execute(
-                update(AgentRow).where(AgentRow.id == a.id).values(
-                    status=a.status.value, agent_type=a.agent_type.value, host_machine=a.host_machine,
-                    version=a.version, last_seen=a.last_seen, health=a.health.wire(), capabilities=a.capabilities,
+                update(AgentRow)
+                .where(AgentRow.id == a.id)
+                .values(
+                    status=a.status.value,
+                    agent_type=a.agent_type.value,
+                    host_machine=a.host_machine,
+                    version=a.version,
+                    last_seen=a.last_seen,
+                    health=a.health.wire(),
+                    capabilities=a.capabilities,
                 )
-            )  # fmt: skip
+            )
         elif isinstance(event, TraceUpdate):
             t = event.payload
             values = {
-                "command_id": t.command_id, "agent_id": t.agent_id, "trace_id": t.trace_id, "parent_id": t.parent_id,
-                "type": t.type.value, "name": t.name, "content": t.content, "started_at": t.started_at,
-                "completed_at": t.completed_at, "duration_ms": t.duration_ms, "tokens_used": t.tokens_used,
+                "command_id": t.command_id,
+                "agent_id": t.agent_id,
+                "trace_id": t.trace_id,
+                "parent_id": t.parent_id,
+                "type": t.type.value,
+                "name": t.name,
+                "content": t.content,
+                "started_at": t.started_at,
+                "completed_at": t.completed_at,
+                "duration_ms": t.duration_ms,
+                "tokens_used": t.tokens_used,
                 "error": t.error,
-            }  # fmt: skip
+            }
             stmt = _insert(session, TraceRow).values(values)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["command_id", "agent_id", "trace_id"],
@@ -213,20 +255,32 @@ async def apply(session: AsyncSession, events: list[StreamEvent]) -> None:
         elif isinstance(event, ReportReady):
             r = event.payload
             values = {
-                "id": r.id, "command_id": r.command_id, "agent_id": r.agent_id, "status": r.status.value,
-                "title": r.title, "summary": r.summary, "content": r.content.wire(), "created_at": r.created_at,
-            }  # fmt: skip
+                "id": r.id,
+                "command_id": r.command_id,
+                "agent_id": r.agent_id,
+                "status": r.status.value,
+                "title": r.title,
+                "summary": r.summary,
+                "content": r.content.wire(),
+                "created_at": r.created_at,
+            }
             stmt = _insert(session, ReportRow).values(values)
-            stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={k: v for k, v in values.items() if k != "id"})
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["id"], set_={k: v for k, v in values.items() if k != "id"}
+            )
             await session.execute(stmt)
         elif isinstance(event, AuditEvent):
             entry = event.payload
             session.add(
                 AuditLogRow(
-                    at=entry.at, actor=entry.actor, action=entry.action, agent_id=entry.agent_id,
-                    command_id=entry.command_id, details=entry.details,
+                    at=entry.at,
+                    actor=entry.actor,
+                    action=entry.action,
+                    agent_id=entry.agent_id,
+                    command_id=entry.command_id,
+                    details=entry.details,
                 )
-            )  # fmt: skip
+            )
 
 
 async def _apply_status(session: AsyncSession, event: CommandStatus) -> None:

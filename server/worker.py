@@ -68,7 +68,7 @@ def run(settings: Settings, count: int, burst: bool = False) -> None:
     # Idle workers leave cleanly; busy ones are cut off (their commands' supervision resumes elsewhere).
     for worker in workers:
         try:
-            worker.register_death()
+            worker.register_death()  # type: ignore[no-untyped-call]
         except redis.RedisError:
             pass
     time.sleep(0.05)

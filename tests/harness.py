@@ -48,7 +48,9 @@ def wait_until(predicate: Callable[[], Any], seconds: float, what: str, interval
         time.sleep(interval)
 
 
-async def async_wait_until(predicate: Callable[[], Any], seconds: float, what: str, interval: float = 0.05) -> Any:
+async def async_wait_until(
+    predicate: Callable[[], Any], seconds: float, what: str, interval: float = 0.05
+) -> Any:
     deadline = time.monotonic() + timeout(seconds)
     while True:
         value = predicate()
@@ -95,9 +97,18 @@ class HubProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         port_file = self.data_dir / f"hub-{time.monotonic_ns()}.json"
         self.log_path = self.data_dir / "hub.log"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [str(BIN / "onsembl"), "server", "--port", str(self.port), "--port-file", str(port_file), "--workers", str(self.workers)],
+            [
+                str(BIN / "onsembl"),
+                "server",
+                "--port",
+                str(self.port),
+                "--port-file",
+                str(port_file),
+                "--workers",
+                str(self.workers),
+            ],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -149,7 +160,9 @@ class HubProcess:
         if settings.redis_url:
             return
         with contextlib.suppress(redis.RedisError, OSError):
-            redis.Redis(unix_socket_path=str(settings.embedded_redis_socket), socket_timeout=5).shutdown(nosave=True)
+            redis.Redis(unix_socket_path=str(settings.embedded_redis_socket), socket_timeout=5).shutdown(
+                nosave=True
+            )
 
     # ---- tokens and clients --------------------------------------------------------------------
 
@@ -158,12 +171,18 @@ class HubProcess:
 
     def agent_token(self, name: str) -> tuple[str, str]:
         settings = self.settings
-        agent_id = asyncio.run(_ensure_agent(settings, name, "shell")) if not _in_loop() else _run_in_thread(settings, name)
+        agent_id = (
+            asyncio.run(_ensure_agent(settings, name, "shell"))
+            if not _in_loop()
+            else _run_in_thread(settings, name)
+        )
         return agent_id, mint(settings, TokenKind.AGENT, agent_id, name=name)
 
     def client(self, email: str = "tester@example.com") -> httpx.Client:
         return httpx.Client(
-            base_url=self.url + "/v1", headers={"Authorization": f"Bearer {self.user_token(email)}"}, timeout=timeout(15)
+            base_url=self.url + "/v1",
+            headers={"Authorization": f"Bearer {self.user_token(email)}"},
+            timeout=timeout(15),
         )
 
     @property
@@ -209,19 +228,35 @@ class AgentProcess:
 def start_agent(hub: HubProcess, name: str, *program: str, wait_online: bool = True) -> AgentProcess:
     agent_id, token = hub.agent_token(name)
     log_path = hub.data_dir / f"agent-{name}.log"
-    log = open(log_path, "ab")  # noqa: SIM115
+    log = open(log_path, "ab")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONSEMBL_")}
     env.update(ONSEMBL_HEARTBEAT_INTERVAL_S="1", PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [str(BIN / "onsembl-agent"), "shell", "--name", name, "--server", hub.url, "--token", token, "--",
-         *(program or ("bash", "-c"))],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            str(BIN / "onsembl-agent"),
+            "shell",
+            "--name",
+            name,
+            "--server",
+            hub.url,
+            "--token",
+            token,
+            "--",
+            *(program or ("bash", "-c")),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     log.close()
     agent = AgentProcess(name, agent_id, process, log_path)
     if wait_online:
         with hub.client() as client:
-            wait_until(lambda: client.get(f"/agents/{agent_id}").json()["status"] == "ONLINE", 20, f"agent {name} online")
+            wait_until(
+                lambda: client.get(f"/agents/{agent_id}").json()["status"] == "ONLINE",
+                20,
+                f"agent {name} online",
+            )
     return agent
 
 
@@ -238,8 +273,12 @@ class Dashboard:
         self.error: BaseException | None = None
 
     async def connect(self, resume_from: str | None = None) -> Dashboard:
-        self.ws = await connect(self.hub.ws_url + "/ws/dashboard", additional_headers={"Authorization": f"Bearer {self.token}"})
-        await self.ws.send(DashboardConnect(payload=DashboardConnectPayload(resume_from=resume_from)).to_json())
+        self.ws = await connect(
+            self.hub.ws_url + "/ws/dashboard", additional_headers={"Authorization": f"Bearer {self.token}"}
+        )
+        await self.ws.send(
+            DashboardConnect(payload=DashboardConnectPayload(resume_from=resume_from)).to_json()
+        )
         self._reader = asyncio.create_task(self._read())
         await self.wait_for(lambda m: m.type == "DASHBOARD_READY", 10)
         return self
@@ -277,7 +316,11 @@ class Dashboard:
         return found[0]
 
     def output_of(self, command_id: str) -> list[Any]:
-        return [m.payload for m in self.messages if m.type == "TERMINAL_STREAM" and m.payload.command_id == command_id]
+        return [
+            m.payload
+            for m in self.messages
+            if m.type == "TERMINAL_STREAM" and m.payload.command_id == command_id
+        ]
 
     async def close(self) -> None:
         if self.ws is not None:

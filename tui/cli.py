@@ -6,5 +6,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> None:
-    print("onsembl-tui: the terminal UI is not built yet; use the REST API or `onsembl` meanwhile", file=sys.stderr)
+    print(
+        "onsembl-tui: the terminal UI is not built yet; use the REST API or `onsembl` meanwhile",
+        file=sys.stderr,
+    )
     raise SystemExit(1)

@@ -19,14 +19,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onsembl-agent",
         description="Wrap an agent CLI and connect it to an Onsembl hub.",
-        epilog="Example: onsembl-agent shell --name box1 --server http://127.0.0.1:8700 --token $T -- bash -lc",
+        epilog=(
+            "Example: onsembl-agent shell --name box1 --server http://127.0.0.1:8700 --token $T -- bash -c"
+        ),
     )
     parser.add_argument("kind", choices=sorted(KINDS), help="which agent CLI to run")
     parser.add_argument("--name", help="the agent's name (informational; the token fixes the agent)")
-    parser.add_argument("--server", default=os.environ.get("ONSEMBL_SERVER_URL"), help="hub base URL (ONSEMBL_SERVER_URL)")
-    parser.add_argument("--token", default=os.environ.get("ONSEMBL_TOKEN"), help="agent token (ONSEMBL_TOKEN)")
+    parser.add_argument(
+        "--server", default=os.environ.get("ONSEMBL_SERVER_URL"), help="hub base URL (ONSEMBL_SERVER_URL)"
+    )
+    parser.add_argument(
+        "--token", default=os.environ.get("ONSEMBL_TOKEN"), help="agent token (ONSEMBL_TOKEN)"
+    )
     parser.add_argument("--workdir", default=None, help="working directory of the commands")
-    parser.add_argument("--heartbeat", type=float, default=float(os.environ.get("ONSEMBL_HEARTBEAT_INTERVAL_S", "30")))
+    parser.add_argument(
+        "--heartbeat", type=float, default=float(os.environ.get("ONSEMBL_HEARTBEAT_INTERVAL_S", "30"))
+    )
     parser.add_argument("--log-level", default=os.environ.get("ONSEMBL_LOG_LEVEL", "INFO"), type=str.upper)
     return parser
 
@@ -38,9 +46,12 @@ async def _run(args: argparse.Namespace, program: list[str]) -> int:
     executor = Executor(ShellAdapter(program), workdir=args.workdir)
     try:
         client = AgentClient(
-            server=args.server, token=args.token, agent_type=KINDS[args.kind], executor=executor,
+            server=args.server,
+            token=args.token,
+            agent_type=KINDS[args.kind],
+            executor=executor,
             heartbeat_s=args.heartbeat,
-        )  # fmt: skip
+        )
     except ValueError as exc:
         print(f"onsembl-agent: {exc}", file=sys.stderr)
         return 2
@@ -71,7 +82,10 @@ def main(argv: list[str] | None = None) -> None:
 
     setup_logging(args.log_level)
     if not args.server or not args.token:
-        print("onsembl-agent: give --server and --token (or ONSEMBL_SERVER_URL and ONSEMBL_TOKEN)", file=sys.stderr)
+        print(
+            "onsembl-agent: give --server and --token (or ONSEMBL_SERVER_URL and ONSEMBL_TOKEN)",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     program = list(args.args)
     if args.kind == "shell" and not program:

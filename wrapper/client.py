@@ -104,7 +104,9 @@ class AgentClient:
                     auth_failures = 0
             except AuthRefused as exc:
                 auth_failures += 1
-                log.error("the hub refused this agent (%s), attempt %d of %d", exc, auth_failures, MAX_AUTH_FAILURES)
+                log.error(
+                    "the hub refused this agent (%s), attempt %d of %d", exc, auth_failures, MAX_AUTH_FAILURES
+                )
                 if auth_failures >= MAX_AUTH_FAILURES:
                     log.error("giving up: check the token (mint one with `onsembl token agent NAME`)")
                     return EXIT_AUTH
@@ -113,7 +115,11 @@ class AgentClient:
                 if status in (401, 403):
                     auth_failures += 1
                     if auth_failures >= MAX_AUTH_FAILURES:
-                        log.error("the hub refused the connection (HTTP %d) %d times; giving up", status, auth_failures)
+                        log.error(
+                            "the hub refused the connection (HTTP %d) %d times; giving up",
+                            status,
+                            auth_failures,
+                        )
                         return EXIT_AUTH
                 log.warning("hub answered HTTP %d; retrying in %.0fs", status, backoff)
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
@@ -184,7 +190,9 @@ class AgentClient:
             if isinstance(message, CommandRequest):
                 self.executor.submit(message.payload)
             elif isinstance(message, CommandCancel):
-                self.executor.cancel(message.payload.command_id, message.payload.end_reason, message.payload.reason)
+                self.executor.cancel(
+                    message.payload.command_id, message.payload.end_reason, message.payload.reason
+                )
             elif isinstance(message, AgentControl):
                 await self._control(message.payload.action, message.payload.reason)
             elif isinstance(message, Error):
@@ -203,7 +211,8 @@ class AgentClient:
     async def _heartbeat(self) -> None:
         while True:
             self.outbox.put(
-                AgentHeartbeat(payload=AgentHeartbeatPayload(agent_id=self.agent_id, health_metrics=self.health.sample()))
+                AgentHeartbeat(
+                    payload=AgentHeartbeatPayload(agent_id=self.agent_id, health_metrics=self.health.sample())
+                )
             )
             await asyncio.sleep(self.heartbeat_s)
-

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -112,6 +112,18 @@ class Running:
     cancel_message: str = ""
 
 
+class RequestQueue(asyncio.Queue[CommandRequestPayload]):
+    """A queue whose waiting requests can be looked at and withdrawn."""
+
+    _queue: deque[CommandRequestPayload]  # asyncio.Queue's store, which typeshed leaves out
+
+    def waiting(self) -> list[CommandRequestPayload]:
+        return list(self._queue)
+
+    def withdraw(self, request: CommandRequestPayload) -> None:
+        self._queue.remove(request)
+
+
 class Executor:
     def __init__(self, adapter: Adapter, workdir: str | None = None) -> None:
         self.adapter = adapter
@@ -121,8 +133,9 @@ class Executor:
         self.health: HealthSampler
         self.running: dict[str, Running] = {}
         self.finished: OrderedDict[str, CommandComplete] = OrderedDict()
-        self._queue: asyncio.Queue[CommandRequestPayload] = asyncio.Queue()
+        self._queue = RequestQueue()
         self._worker: asyncio.Task[None] | None = None
+        self._cancels: set[asyncio.Task[None]] = set()
 
     def bind(self, agent_id: str, outbox: Outbox, health: HealthSampler) -> None:
         self.agent_id = agent_id
@@ -136,7 +149,11 @@ class Executor:
         """A fresh conversation next time; the shell adapter has none to reset."""
 
     def _ack(self, command_id: str, status: AckStatus) -> None:
-        self.outbox.put(CommandAck(payload=CommandAckPayload(command_id=command_id, agent_id=self.agent_id, status=status)))
+        self.outbox.put(
+            CommandAck(
+                payload=CommandAckPayload(command_id=command_id, agent_id=self.agent_id, status=status)
+            )
+        )
 
     def submit(self, request: CommandRequestPayload) -> None:
         command_id = request.command_id
@@ -147,7 +164,7 @@ class Executor:
         if command_id in self.running:
             self._ack(command_id, AckStatus.EXECUTING)
             return
-        if any(r.command_id == command_id for r in list(self._queue._queue)):  # noqa: SLF001
+        if any(r.command_id == command_id for r in self._queue.waiting()):
             self._ack(command_id, AckStatus.QUEUED)
             return
         if self._worker is None or self._worker.done():
@@ -194,11 +211,14 @@ class Executor:
             chunker.outbox.put(
                 TerminalOutput(
                     payload=TerminalOutputPayload(
-                        command_id=command_id, agent_id=self.agent_id, stream_type=StreamType.STDERR,
-                        content=error + "\n", sequence=chunker.sequence,
+                        command_id=command_id,
+                        agent_id=self.agent_id,
+                        stream_type=StreamType.STDERR,
+                        content=error + "\n",
+                        sequence=chunker.sequence,
                     )
                 )
-            )  # fmt: skip
+            )
             chunker.sequence += 1
         chunker.flush()
         elapsed = int((time.monotonic() - started) * 1000)
@@ -212,10 +232,16 @@ class Executor:
             error = error or f"exited with code {exit_code}"
         complete = CommandComplete(
             payload=CommandCompletePayload(
-                command_id=command_id, agent_id=self.agent_id, status=status, error=error, execution_time=elapsed,
-                reason=reason, exit_code=exit_code, output_lines=chunker.sequence,
+                command_id=command_id,
+                agent_id=self.agent_id,
+                status=status,
+                error=error,
+                execution_time=elapsed,
+                reason=reason,
+                exit_code=exit_code,
+                output_lines=chunker.sequence,
             )
-        )  # fmt: skip
+        )
         self.finished[command_id] = complete
         while len(self.finished) > REMEMBER:
             self.finished.popitem(last=False)
@@ -230,18 +256,23 @@ class Executor:
                 entry.cancel_reason = reason
                 entry.cancel_message = message
             if entry.process is not None:
-                asyncio.create_task(entry.process.cancel(), name=f"cancel-{command_id}")
+                task = asyncio.create_task(entry.process.cancel(), name=f"cancel-{command_id}")
+                self._cancels.add(task)
+                task.add_done_callback(self._cancels.discard)
             return
         # Still waiting here: drop it and report it cancelled.
-        waiting = [r for r in list(self._queue._queue) if r.command_id == command_id]  # noqa: SLF001
+        waiting = [r for r in self._queue.waiting() if r.command_id == command_id]
         for request in waiting:
-            self._queue._queue.remove(request)  # noqa: SLF001
+            self._queue.withdraw(request)
             complete = CommandComplete(
                 payload=CommandCompletePayload(
-                    command_id=command_id, agent_id=self.agent_id, status=CompletionStatus.CANCELLED,
-                    error=message or None, reason=reason,
+                    command_id=command_id,
+                    agent_id=self.agent_id,
+                    status=CompletionStatus.CANCELLED,
+                    error=message or None,
+                    reason=reason,
                 )
-            )  # fmt: skip
+            )
             self.finished[command_id] = complete
             self.outbox.put(complete)
 

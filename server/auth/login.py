@@ -54,12 +54,16 @@ async def request_link(hub: Hub, email: str, base_url: str) -> int:
     async with hub.sessions() as session, session.begin():
         session.add(
             LoginCodeRow(
-                id=uuid.uuid4().hex, email=email, code_hash=_hash(f"{email}:{code}", secret),
-                token_hash=_hash(token, secret), expires_at=now_ms() + settings.magic_link_ttl_s * 1000,
+                id=uuid.uuid4().hex,
+                email=email,
+                code_hash=_hash(f"{email}:{code}", secret),
+                token_hash=_hash(token, secret),
+                expires_at=now_ms() + settings.magic_link_ttl_s * 1000,
             )
-        )  # fmt: skip
+        )
     link = f"{(settings.public_url or base_url).rstrip('/')}/v1/auth/verify?token={token}"
-    body = f"Your Onsembl sign-in code is {code}\n\nOr open: {link}\n\nIt expires in {settings.magic_link_ttl_s // 60} minutes."
+    minutes = settings.magic_link_ttl_s // 60
+    body = f"Your Onsembl sign-in code is {code}\n\nOr open: {link}\n\nIt expires in {minutes} minutes."
     if settings.smtp_host:
         await asyncio.to_thread(_send_mail, hub, email, body)
     else:
@@ -90,7 +94,9 @@ async def verify(hub: Hub, *, email: str | None, code: str | None, token: str | 
     async with hub.sessions() as session, session.begin():
         if token:
             row = (
-                await session.execute(select(LoginCodeRow).where(LoginCodeRow.token_hash == _hash(token, secret)))
+                await session.execute(
+                    select(LoginCodeRow).where(LoginCodeRow.token_hash == _hash(token, secret))
+                )
             ).scalar_one_or_none()
         else:
             assert email and code
@@ -99,7 +105,11 @@ async def verify(hub: Hub, *, email: str | None, code: str | None, token: str | 
                 (
                     await session.execute(
                         select(LoginCodeRow)
-                        .where(LoginCodeRow.email == email, LoginCodeRow.used_at.is_(None), LoginCodeRow.expires_at > now)
+                        .where(
+                            LoginCodeRow.email == email,
+                            LoginCodeRow.used_at.is_(None),
+                            LoginCodeRow.expires_at > now,
+                        )
                         .order_by(LoginCodeRow.expires_at.desc())
                     )
                 ).scalars()
@@ -107,7 +117,10 @@ async def verify(hub: Hub, *, email: str | None, code: str | None, token: str | 
             row = None
             expected = _hash(f"{email}:{code}", secret)
             for candidate in rows:
-                if hmac.compare_digest(candidate.code_hash, expected) and candidate.attempts < MAX_CODE_ATTEMPTS:
+                if (
+                    hmac.compare_digest(candidate.code_hash, expected)
+                    and candidate.attempts < MAX_CODE_ATTEMPTS
+                ):
                     row = candidate
                     break
                 candidate.attempts += 1
@@ -129,10 +142,14 @@ async def _issue(hub: Hub, session: AsyncSession, email: str, family_id: str) ->
     refresh = secrets.token_urlsafe(32)
     session.add(
         RefreshTokenRow(
-            id=uuid.uuid4().hex, email=email, token_hash=_hash(refresh, s.secret()), family_id=family_id,
-            created_at=now_ms(), expires_at=now_ms() + s.refresh_token_ttl_s * 1000,
+            id=uuid.uuid4().hex,
+            email=email,
+            token_hash=_hash(refresh, s.secret()),
+            family_id=family_id,
+            created_at=now_ms(),
+            expires_at=now_ms() + s.refresh_token_ttl_s * 1000,
         )
-    )  # fmt: skip
+    )
     access = mint(s, TokenKind.ACCESS, email, name=email)
     return TokenPair(access_token=access, refresh_token=refresh, expires_in=s.access_token_ttl_s, email=email)
 
@@ -141,7 +158,11 @@ async def refresh(hub: Hub, token: str) -> TokenPair:
     now = now_ms()
     async with hub.sessions() as session, session.begin():
         row = (
-            await session.execute(select(RefreshTokenRow).where(RefreshTokenRow.token_hash == _hash(token, hub.settings.secret())))
+            await session.execute(
+                select(RefreshTokenRow).where(
+                    RefreshTokenRow.token_hash == _hash(token, hub.settings.secret())
+                )
+            )
         ).scalar_one_or_none()
         if row is None or row.expires_at <= now:
             raise _auth_failed("refresh token unknown or expired; sign in again")

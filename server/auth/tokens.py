@@ -34,7 +34,9 @@ class Principal:
     jti: str
 
 
-def mint(settings: Settings, kind: TokenKind, subject: str, *, name: str = "", ttl_s: int | None = None) -> str:
+def mint(
+    settings: Settings, kind: TokenKind, subject: str, *, name: str = "", ttl_s: int | None = None
+) -> str:
     now = int(time.time())
     if ttl_s is None:
         ttl_s = settings.access_token_ttl_s if kind is TokenKind.ACCESS else settings.agent_token_ttl_s
@@ -70,8 +72,12 @@ def verify(settings: Settings, token: str, expected: TokenKind) -> Principal:
     except jwt.InvalidTokenError as exc:
         raise TokenError(f"invalid token: {type(exc).__name__}") from exc
     if claims.get("typ") != expected.value:
-        raise TokenError(f"a {claims.get('typ')!s} token cannot be used here; a {expected.value} token is needed")
+        raise TokenError(
+            f"a {claims.get('typ')!s} token cannot be used here; a {expected.value} token is needed"
+        )
     subject = claims["sub"]
     if not isinstance(subject, str) or not subject:
         raise TokenError("invalid token: bad subject")
-    return Principal(kind=expected, subject=subject, name=str(claims.get("name", subject)), jti=str(claims.get("jti", "")))
+    return Principal(
+        kind=expected, subject=subject, name=str(claims.get("name", subject)), jti=str(claims.get("jti", ""))
+    )

@@ -15,18 +15,20 @@ through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 import redis
+from redis.typing import EncodableT, FieldT
 from rq import Callback, Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import StartedJobRegistry
 from rq.rate_limit import RateLimit, RateLimitRegistry
+from rq.registry import StartedJobRegistry
 
 from server import keys
 from server.queue.scripts import REORDER
+from server.redis_text import as_text, as_texts, text_hash
 from shared.api import AgentQueue, QueueItem
 from shared.enums import CommandType, ExecutionStatus
 from shared.protocol import now_ms
@@ -61,15 +63,15 @@ class ExecutionSpec:
     token_budget: int | None = None
     score: float = 0.0
 
-    def to_hash(self) -> dict[str, str]:
-        data = {k: ("" if v is None else str(v)) for k, v in asdict(self).items()}
+    def to_hash(self) -> dict[FieldT, EncodableT]:
+        data: dict[FieldT, EncodableT] = {k: ("" if v is None else str(v)) for k, v in asdict(self).items()}
         data["status"] = ExecutionStatus.QUEUED.value
         data["rank"] = str(ExecutionStatus.QUEUED.rank)
         return data
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> ExecutionSpec:
-        data = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
+    def from_hash(cls, raw: Mapping[bytes | str, bytes | str]) -> ExecutionSpec:
+        data = text_hash(raw)
 
         def opt_int(name: str) -> int | None:
             value = data.get(name, "")
@@ -101,7 +103,7 @@ def load(conn: redis.Redis, execution_id: str) -> tuple[ExecutionSpec, dict[str,
     if not raw:
         return None
     spec = ExecutionSpec.from_hash(raw)
-    state = {k.decode(): v.decode() for k, v in raw.items()}
+    state = text_hash(raw)
     return spec, state
 
 
@@ -174,7 +176,12 @@ def cancel_waiting(conn: redis.Redis, spec: ExecutionSpec) -> bool:
         job = Job.fetch(spec.id, connection=conn)
     except NoSuchJobError:
         return False
-    if job.get_status() in (JobStatus.RATE_LIMITED, JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+    if job.get_status() in (
+        JobStatus.RATE_LIMITED,
+        JobStatus.QUEUED,
+        JobStatus.DEFERRED,
+        JobStatus.SCHEDULED,
+    ):
         try:
             job.cancel()
         except InvalidJobOperation:
@@ -202,11 +209,13 @@ def reorder(conn: redis.Redis, agent_id: str, execution_ids: list[str]) -> None:
     if len(set(execution_ids)) != len(execution_ids):
         raise ReorderError("the order lists a command twice")
     registry = RateLimitRegistry(keys.rate_limit_key(agent_id), connection=conn)
-    waiting = set(m.decode() for m in conn.zrange(registry.rate_limited_key, 0, -1))
-    parked = set(m.decode() for m in conn.zrange(keys.agent_pending(agent_id), 0, -1))
+    waiting = set(as_texts(conn.zrange(registry.rate_limited_key, 0, -1)))
+    parked = set(as_texts(conn.zrange(keys.agent_pending(agent_id), 0, -1)))
     unknown = [e for e in execution_ids if e not in waiting and e not in parked]
     if unknown:
-        raise ReorderError(f"not waiting in this agent's queue (running, finished or unknown): {', '.join(unknown)}")
+        raise ReorderError(
+            f"not waiting in this agent's queue (running, finished or unknown): {', '.join(unknown)}"
+        )
     script = conn.register_script(REORDER)
     for key, members in ((registry.rate_limited_key, waiting), (keys.agent_pending(agent_id), parked)):
         subset = [e for e in execution_ids if e in members]
@@ -281,8 +290,8 @@ def resume_supervision(conn: redis.Redis, execution_id: str) -> bool:
 
 def resolve(conn: redis.Redis, command_id: str, agent_id: str) -> str | None:
     value = conn.get(keys.execution_index(command_id, agent_id))
-    return value.decode() if value else None
+    return as_text(value) if value else None
 
 
 def open_executions(conn: redis.Redis, agent_id: str) -> list[str]:
-    return sorted(m.decode() for m in conn.smembers(keys.agent_executions(agent_id)))
+    return sorted(as_texts(conn.smembers(keys.agent_executions(agent_id))))

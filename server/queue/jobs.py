@@ -24,6 +24,7 @@ from server import keys
 from server.events import advance_status_sync, publish_sync
 from server.queue import executions
 from server.queue.executions import ExecutionSpec
+from server.redis_text import as_text
 from shared.api import ExecutionConstraints
 from shared.config import Settings
 from shared.enums import CommandType, EndReason, ExecutionStatus
@@ -60,7 +61,9 @@ def _agent_available(conn: redis.Redis, agent_id: str) -> bool:
 
 def _status_event(spec: ExecutionSpec, status: ExecutionStatus, **extra: Any) -> CommandStatus:
     return CommandStatus(
-        payload=CommandStatusPayload(command_id=spec.command_id, agent_id=spec.agent_id, status=status, **extra)
+        payload=CommandStatusPayload(
+            command_id=spec.command_id, agent_id=spec.agent_id, status=status, **extra
+        )
     )
 
 
@@ -186,7 +189,7 @@ def _supervise(
         item = conn.blpop([signals], timeout=wait)
         now = time.monotonic()
         if item is not None:
-            signal = item[1].decode()
+            signal = as_text(item[1])
             if signal == "done":
                 return "done"
             if signal == "ack":
@@ -260,9 +263,22 @@ def on_execution_failure(
         keys.agent_channel(spec.agent_id),
         CommandCancel(
             payload=CommandCancelPayload(
-                command_id=spec.command_id, reason="the hub lost the command's supervisor", end_reason=EndReason.WORKER_LOST
+                command_id=spec.command_id,
+                reason="the hub lost the command's supervisor",
+                end_reason=EndReason.WORKER_LOST,
             )
         ).to_json(),
     )
-    message = f"{exc_type.__name__ if exc_type else 'worker'}: {exc_value}" if exc_value else "the worker running it died"
-    end_execution(connection, spec, ExecutionStatus.FAILED, EndReason.WORKER_LOST, message, _settings().event_stream_maxlen)
+    message = (
+        f"{exc_type.__name__ if exc_type else 'worker'}: {exc_value}"
+        if exc_value
+        else "the worker running it died"
+    )
+    end_execution(
+        connection,
+        spec,
+        ExecutionStatus.FAILED,
+        EndReason.WORKER_LOST,
+        message,
+        _settings().event_stream_maxlen,
+    )

@@ -16,9 +16,11 @@ from server.db.models import AgentRow
 from server.events import advance_status
 from server.hub import Hub
 from server.queue import executions
+from server.redis_text import as_text
 from server.services import publish_queues
 from server.ws.connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection, validation_details
-from shared.enums import AckStatus, AgentStatus, CompletionStatus, EndReason, ErrorCode, ExecutionStatus
+from shared.api import Report, TraceEventRecord
+from shared.enums import AckStatus, CompletionStatus, EndReason, ErrorCode, ExecutionStatus
 from shared.protocol import (
     MAX_AGENT_MESSAGE_BYTES,
     AgentConnect,
@@ -42,7 +44,6 @@ from shared.protocol import (
     now_ms,
     parse_agent_message,
 )
-from shared.api import Report, TraceEventRecord
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -76,7 +77,9 @@ class AgentSession:
     async def execution_of(self, command_id: str) -> str | None:
         execution_id = self._executions.get(command_id)
         if execution_id is None:
-            execution_id = await asyncio.to_thread(executions.resolve, self.hub.redis_sync, command_id, self.agent_id)
+            execution_id = await asyncio.to_thread(
+                executions.resolve, self.hub.redis_sync, command_id, self.agent_id
+            )
             if execution_id is not None:
                 self._executions[command_id] = execution_id
         return execution_id
@@ -94,22 +97,28 @@ class AgentSession:
     async def handle(self, message: object) -> None:
         hub = self.hub
         if isinstance(message, TerminalOutput):
-            p = message.payload
-            execution_id = await self.execution_of(p.command_id)
+            output = message.payload
+            execution_id = await self.execution_of(output.command_id)
             if execution_id is None:
-                await self.unknown_command(p.command_id, message.id)
+                await self.unknown_command(output.command_id, message.id)
                 return
             await hub.publish(
                 TerminalStream(
                     payload=TerminalStreamPayload(
-                        command_id=p.command_id, agent_id=self.agent_id, agent_name=self.row.name,
-                        agent_type=self.row.agent_type, stream_type=p.stream_type, content=p.content,
-                        ansi_codes=p.ansi_codes, sequence=p.sequence, emitted_at=message.timestamp,
+                        command_id=output.command_id,
+                        agent_id=self.agent_id,
+                        agent_name=self.row.name,
+                        agent_type=self.row.agent_type,
+                        stream_type=output.stream_type,
+                        content=output.content,
+                        ansi_codes=output.ansi_codes,
+                        sequence=output.sequence,
+                        emitted_at=message.timestamp,
                     )
                 ),
                 dedupe_key=keys.execution(execution_id),
-                sequence=p.sequence,
-            )  # fmt: skip
+                sequence=output.sequence,
+            )
         elif isinstance(message, AgentHeartbeat):
             await hub.agents.touch(self.agent_id, message.payload.health_metrics)
             await hub.publish_agent(self.agent_id, self.row)
@@ -118,31 +127,43 @@ class AgentSession:
         elif isinstance(message, CommandComplete):
             await self.on_complete(message)
         elif isinstance(message, TraceEvent):
-            p = message.payload
-            if await self.execution_of(p.command_id) is None:
-                await self.unknown_command(p.command_id, message.id)
+            trace = message.payload
+            if await self.execution_of(trace.command_id) is None:
+                await self.unknown_command(trace.command_id, message.id)
                 return
-            record = TraceEventRecord.model_validate(p.model_dump() | {"agent_id": self.agent_id})
+            record = TraceEventRecord.model_validate(trace.model_dump() | {"agent_id": self.agent_id})
             await hub.publish(TraceUpdate(payload=record))
         elif isinstance(message, InvestigationReport):
-            p = message.payload
-            if await self.execution_of(p.command_id) is None:
-                await self.unknown_command(p.command_id, message.id)
+            investigation = message.payload
+            if await self.execution_of(investigation.command_id) is None:
+                await self.unknown_command(investigation.command_id, message.id)
                 return
             report = Report(
-                id=p.report_id, command_id=p.command_id, agent_id=self.agent_id, status=p.status, title=p.title,
-                summary=p.summary, content=p.content, created_at=message.timestamp,
-            )  # fmt: skip
+                id=investigation.report_id,
+                command_id=investigation.command_id,
+                agent_id=self.agent_id,
+                status=investigation.status,
+                title=investigation.title,
+                summary=investigation.summary,
+                content=investigation.content,
+                created_at=message.timestamp,
+            )
             await hub.publish(ReportReady(payload=report))
         elif isinstance(message, AgentError):
-            p = message.payload
-            log.warning("agent %s reports %s: %s", self.row.name, p.error_type, p.message)
+            failure = message.payload
+            log.warning("agent %s reports %s: %s", self.row.name, failure.error_type, failure.message)
             await hub.audit(
-                f"agent:{self.row.name}", "agent.error", agent_id=self.agent_id, error_type=p.error_type,
-                message=p.message, recoverable=p.recoverable,
-            )  # fmt: skip
+                f"agent:{self.row.name}",
+                "agent.error",
+                agent_id=self.agent_id,
+                error_type=failure.error_type,
+                message=failure.message,
+                recoverable=failure.recoverable,
+            )
         elif isinstance(message, Error):
-            log.info("agent %s sent ERROR %s: %s", self.row.name, message.payload.code, message.payload.message)
+            log.info(
+                "agent %s sent ERROR %s: %s", self.row.name, message.payload.code, message.payload.message
+            )
         elif isinstance(message, AgentConnect):
             self.conn.send(error(ErrorCode.INVALID_MESSAGE, "already connected", request_id=message.id))
 
@@ -158,10 +179,13 @@ class AgentSession:
             at = now_ms()
             event = CommandStatus(
                 payload=CommandStatusPayload(
-                    command_id=p.command_id, agent_id=self.agent_id, status=ExecutionStatus.EXECUTING,
-                    queue_position=0, started_at=at,
+                    command_id=p.command_id,
+                    agent_id=self.agent_id,
+                    status=ExecutionStatus.EXECUTING,
+                    queue_position=0,
+                    started_at=at,
                 )
-            )  # fmt: skip
+            )
             if await advance_status(
                 hub.redis, execution_id, ExecutionStatus.EXECUTING, event, hub.settings.event_stream_maxlen
             ):
@@ -176,7 +200,7 @@ class AgentSession:
             await self.unknown_command(p.command_id, message.id)
             return
         state = await hub.redis.hgetall(keys.execution(execution_id))
-        hint = state.get(b"cancel_reason", b"").decode()
+        hint = as_text(state.get(b"cancel_reason", b""))
         status = _COMPLETION[p.status]
         reason = p.reason
         if reason is None:
@@ -190,15 +214,28 @@ class AgentSession:
         started = int(state[b"started_at"]) if state.get(b"started_at") else None
         event = CommandStatus(
             payload=CommandStatusPayload(
-                command_id=p.command_id, agent_id=self.agent_id, status=status, end_reason=reason, error=p.error,
-                completed_at=at, started_at=started, tokens_used=p.tokens_used, cost_usd=p.cost_usd,
+                command_id=p.command_id,
+                agent_id=self.agent_id,
+                status=status,
+                end_reason=reason,
+                error=p.error,
+                completed_at=at,
+                started_at=started,
+                tokens_used=p.tokens_used,
+                cost_usd=p.cost_usd,
                 output_lines=p.output_lines,
             )
-        )  # fmt: skip
+        )
         applied = await advance_status(
-            hub.redis, execution_id, status, event, hub.settings.event_stream_maxlen,
-            end_reason=reason.value, error=p.error or "", completed_at=at,
-        )  # fmt: skip
+            hub.redis,
+            execution_id,
+            status,
+            event,
+            hub.settings.event_stream_maxlen,
+            end_reason=reason.value,
+            error=p.error or "",
+            completed_at=at,
+        )
         if applied:
             await hub.redis.rpush(keys.execution_signals(execution_id), "done")
             found = await asyncio.to_thread(executions.load, hub.redis_sync, execution_id)
@@ -206,7 +243,7 @@ class AgentSession:
                 await asyncio.to_thread(executions.forget, hub.redis_sync, found[0])
             await hub.agents.add_usage(self.agent_id, p.execution_time)
         current = await hub.redis.hget(keys.agent(self.agent_id), "current_command")
-        if current is not None and current.decode() == p.command_id:
+        if current is not None and as_text(current) == p.command_id:
             await hub.agents.set_current(self.agent_id, None)
         self._executions.pop(p.command_id, None)
         await publish_queues(hub, {self.agent_id})
@@ -223,10 +260,19 @@ async def _connect_message(conn: Connection) -> AgentConnect | None:
     try:
         message = parse_agent_message(frame)
     except ValidationError as exc:
-        conn.send(error(ErrorCode.INVALID_MESSAGE, "invalid AGENT_CONNECT", details=validation_details(exc), recoverable=False))
+        conn.send(
+            error(
+                ErrorCode.INVALID_MESSAGE,
+                "invalid AGENT_CONNECT",
+                details=validation_details(exc),
+                recoverable=False,
+            )
+        )
         return None
     if not isinstance(message, AgentConnect):
-        conn.send(error(ErrorCode.INVALID_MESSAGE, "the first message must be AGENT_CONNECT", recoverable=False))
+        conn.send(
+            error(ErrorCode.INVALID_MESSAGE, "the first message must be AGENT_CONNECT", recoverable=False)
+        )
         return None
     return message
 
@@ -236,9 +282,13 @@ async def _connect_message(conn: Connection) -> AgentConnect | None:
 async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
     hub: Hub = ws.app.state.hub
     accepted = await Connection.accept(
-        ws, hub.settings, TokenKind.AGENT, max_bytes=MAX_AGENT_MESSAGE_BYTES,
-        rate=hub.settings.agent_rate_limit, label="agent",
-    )  # fmt: skip
+        ws,
+        hub.settings,
+        TokenKind.AGENT,
+        max_bytes=MAX_AGENT_MESSAGE_BYTES,
+        rate=hub.settings.agent_rate_limit,
+        label="agent",
+    )
     if accepted is None:
         return
     conn, principal = accepted
@@ -251,7 +301,12 @@ async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
         claimed = hello.payload.agent_id
         if claimed != principal.subject or (path_agent_id is not None and path_agent_id != principal.subject):
             conn.send(
-                error(ErrorCode.AUTH_FAILED, "this token belongs to another agent", recoverable=False, request_id=hello.id)
+                error(
+                    ErrorCode.AUTH_FAILED,
+                    "this token belongs to another agent",
+                    recoverable=False,
+                    request_id=hello.id,
+                )
             )
             conn.close(CLOSE_POLICY, "agent id does not match the token")
             return
@@ -271,10 +326,12 @@ async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
             row,
             hub.hub_id,
             {
-                "agent_type": p.agent_type.value, "version": p.version, "host_machine": p.host_machine,
+                "agent_type": p.agent_type.value,
+                "version": p.version,
+                "host_machine": p.host_machine,
                 "capabilities": p.capabilities,
             },
-        )  # fmt: skip
+        )
         await hub.attach_agent(row.id, session)
         conn.send(
             ServerHeartbeat(
@@ -284,7 +341,9 @@ async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
             )
         )
         await hub.publish_agent(row.id)
-        await hub.audit(f"agent:{row.name}", "agent.connected", agent_id=row.id, host=p.host_machine, version=p.version)
+        await hub.audit(
+            f"agent:{row.name}", "agent.connected", agent_id=row.id, host=p.host_machine, version=p.version
+        )
         await asyncio.to_thread(executions.release_pending, hub.redis_sync, row.id)
         await publish_queues(hub, {row.id})
         log.info("agent %s (%s) connected from %s", row.name, row.id, p.host_machine)
@@ -295,17 +354,33 @@ async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
             try:
                 message = parse_agent_message(frame)
             except ValidationError as exc:
-                conn.send(error(ErrorCode.INVALID_MESSAGE, "message does not match the protocol", details=validation_details(exc)))
+                conn.send(
+                    error(
+                        ErrorCode.INVALID_MESSAGE,
+                        "message does not match the protocol",
+                        details=validation_details(exc),
+                    )
+                )
                 continue
             payload_agent = getattr(message.payload, "agent_id", row.id)
             if payload_agent != row.id:
-                conn.send(error(ErrorCode.AUTH_FAILED, "agentId does not match this connection", request_id=message.id))
+                conn.send(
+                    error(
+                        ErrorCode.AUTH_FAILED, "agentId does not match this connection", request_id=message.id
+                    )
+                )
                 continue
             try:
                 await session.handle(message)
             except Exception:
                 log.exception("agent %s: failed to handle %s", row.name, message.type)
-                conn.send(error(ErrorCode.INTERNAL_ERROR, f"the hub failed to handle {message.type}", request_id=message.id))
+                conn.send(
+                    error(
+                        ErrorCode.INTERNAL_ERROR,
+                        f"the hub failed to handle {message.type}",
+                        request_id=message.id,
+                    )
+                )
     finally:
         await conn.finish()
         if session is not None and await hub.detach_agent(session.agent_id, session):

@@ -70,12 +70,16 @@ class Connection:
         origin = ws.headers.get("origin")
         if origin and settings.allowed_origins and origin not in settings.allowed_origins:
             await ws.accept()
-            await ws.send_text(error(ErrorCode.AUTH_FAILED, f"origin {origin} is not allowed", recoverable=False).to_json())
+            await ws.send_text(
+                error(ErrorCode.AUTH_FAILED, f"origin {origin} is not allowed", recoverable=False).to_json()
+            )
             await ws.close(CLOSE_POLICY, "origin not allowed")
             return None
         if cls.open_count >= settings.max_connections:
             await ws.accept()
-            await ws.send_text(error(ErrorCode.RESOURCE_EXHAUSTED, "the hub is at its connection limit").to_json())
+            await ws.send_text(
+                error(ErrorCode.RESOURCE_EXHAUSTED, "the hub is at its connection limit").to_json()
+            )
             await ws.close(CLOSE_TRY_AGAIN, "connection limit")
             return None
         await ws.accept()
@@ -184,7 +188,13 @@ class Connection:
                     self.send(error(ErrorCode.INVALID_MESSAGE, "binary frames must be UTF-8 JSON"))
                     continue
             if len(data) > self.max_bytes or len(data.encode()) > self.max_bytes:
-                self.send(error(ErrorCode.INVALID_MESSAGE, f"message larger than {self.max_bytes} bytes", recoverable=False))
+                self.send(
+                    error(
+                        ErrorCode.INVALID_MESSAGE,
+                        f"message larger than {self.max_bytes} bytes",
+                        recoverable=False,
+                    )
+                )
                 self.close(CLOSE_TOO_BIG, "message too big")
                 return None
             if not self.bucket.allow():

@@ -14,6 +14,7 @@ from server import keys, services
 from server.auth.tokens import TokenKind
 from server.errors import ServiceError
 from server.hub import Hub, Position, parse_position
+from server.redis_text import stream_entries
 from server.ws.connection import Connection, validation_details
 from shared.enums import ErrorCode
 from shared.protocol import (
@@ -83,12 +84,12 @@ class DashboardClient:
 async def _replay(hub: Hub, client: DashboardClient, resume_from: str) -> bool:
     """Send every event after ``resume_from``. False when the stream no longer reaches back that far."""
     start = parse_position(resume_from)
-    first = await hub.redis.xrange(keys.EVENTS_STREAM, count=1)
+    first = stream_entries(await hub.redis.xrange(keys.EVENTS_STREAM, count=1))
     complete = not first or parse_position(first[0][0]) <= start or start == (0, 0)
     cursor = f"({start[0]}-{start[1]}"
     sent = 0
     while sent < MAX_REPLAY:
-        entries = await hub.redis.xrange(keys.EVENTS_STREAM, min=cursor, count=1000)
+        entries = stream_entries(await hub.redis.xrange(keys.EVENTS_STREAM, min=cursor, count=1000))
         if not entries:
             break
         for entry_id, fields in entries:
@@ -111,12 +112,12 @@ async def _handle(hub: Hub, conn: Connection, user: str, message: object) -> Non
         command = await services.create_command(hub, user, message.payload)
         conn.send(CommandAccepted(payload=CommandAcceptedPayload(request_id=message.id, command=command)))
     elif isinstance(message, CommandCancelRequest):
-        p = message.payload
-        await services.cancel_command(hub, user, p.command_id, p.agent_id, p.reason)
+        cancel = message.payload
+        await services.cancel_command(hub, user, cancel.command_id, cancel.agent_id, cancel.reason)
         conn.send(RequestOk(payload=RequestOkPayload(request_id=message.id)))
     elif isinstance(message, AgentControlRequest):
-        p = message.payload
-        await services.control_agent(hub, user, p.agent_id, p.action, p.reason)
+        control = message.payload
+        await services.control_agent(hub, user, control.agent_id, control.action, control.reason)
         conn.send(RequestOk(payload=RequestOkPayload(request_id=message.id)))
     elif isinstance(message, QueueReorderMessage):
         await services.reorder_queue(hub, user, message.payload.agent_id, message.payload.order)
@@ -134,9 +135,13 @@ async def _handle(hub: Hub, conn: Connection, user: str, message: object) -> Non
 async def dashboard_socket(ws: WebSocket) -> None:
     hub: Hub = ws.app.state.hub
     accepted = await Connection.accept(
-        ws, hub.settings, TokenKind.ACCESS, max_bytes=MAX_DASHBOARD_MESSAGE_BYTES,
-        rate=hub.settings.dashboard_rate_limit, label="dashboard",
-    )  # fmt: skip
+        ws,
+        hub.settings,
+        TokenKind.ACCESS,
+        max_bytes=MAX_DASHBOARD_MESSAGE_BYTES,
+        rate=hub.settings.dashboard_rate_limit,
+        label="dashboard",
+    )
     if accepted is None:
         return
     conn, principal = accepted
@@ -157,14 +162,21 @@ async def dashboard_socket(ws: WebSocket) -> None:
             try:
                 first = parse_dashboard_message(frame)
             except ValidationError as exc:
-                conn.send(error(ErrorCode.INVALID_MESSAGE, "message does not match the protocol", details=validation_details(exc)))
+                conn.send(
+                    error(
+                        ErrorCode.INVALID_MESSAGE,
+                        "message does not match the protocol",
+                        details=validation_details(exc),
+                    )
+                )
             if isinstance(first, DashboardConnect):
                 hello, first = first, None
         if hello.payload.protocol_version != PROTOCOL_VERSION:
             conn.send(
                 error(
                     ErrorCode.INVALID_MESSAGE,
-                    f"protocol version {hello.payload.protocol_version} is not supported (hub speaks {PROTOCOL_VERSION})",
+                    f"protocol version {hello.payload.protocol_version} is not supported "
+                    f"(hub speaks {PROTOCOL_VERSION})",
                     recoverable=False,
                 )
             )
@@ -180,11 +192,16 @@ async def dashboard_socket(ws: WebSocket) -> None:
         conn.send(
             DashboardReady(
                 payload=DashboardReadyPayload(
-                    protocol_version=PROTOCOL_VERSION, server_time=now_ms(), hub_id=hub.hub_id, user=principal.subject,
-                    position=f"{client.last_sent[0]}-{client.last_sent[1]}", resumed=resumed, agents=agents,
+                    protocol_version=PROTOCOL_VERSION,
+                    server_time=now_ms(),
+                    hub_id=hub.hub_id,
+                    user=principal.subject,
+                    position=f"{client.last_sent[0]}-{client.last_sent[1]}",
+                    resumed=resumed,
+                    agents=agents,
                 )
             )
-        )  # fmt: skip
+        )
         client.go_live()
         await hub.audit(principal.subject, "dashboard.connected")
         pending = [first] if first is not None else []
@@ -198,15 +215,29 @@ async def dashboard_socket(ws: WebSocket) -> None:
                 try:
                     message = parse_dashboard_message(frame)
                 except ValidationError as exc:
-                    conn.send(error(ErrorCode.INVALID_MESSAGE, "message does not match the protocol", details=validation_details(exc)))
+                    conn.send(
+                        error(
+                            ErrorCode.INVALID_MESSAGE,
+                            "message does not match the protocol",
+                            details=validation_details(exc),
+                        )
+                    )
                     continue
             try:
                 await _handle(hub, conn, principal.subject, message)
             except ServiceError as exc:
-                conn.send(error(exc.code, exc.message, details=exc.details, request_id=getattr(message, "id", None)))
+                conn.send(
+                    error(exc.code, exc.message, details=exc.details, request_id=getattr(message, "id", None))
+                )
             except Exception:
                 log.exception("dashboard request failed")
-                conn.send(error(ErrorCode.INTERNAL_ERROR, "the hub failed to handle the request", request_id=getattr(message, "id", None)))
+                conn.send(
+                    error(
+                        ErrorCode.INTERNAL_ERROR,
+                        "the hub failed to handle the request",
+                        request_id=getattr(message, "id", None),
+                    )
+                )
     finally:
         hub.dashboards.discard(client)
         await conn.finish()

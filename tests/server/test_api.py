@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 from websockets.asyncio.client import connect
 
-from shared.enums import AgentType, ReportStatus
 from shared.api import Finding, ReportContent, ReportSection
+from shared.enums import AgentType, ReportStatus
 from shared.protocol import (
     AgentConnect,
     AgentConnectPayload,
@@ -27,7 +27,8 @@ from shared.protocol import (
     TraceEventPayload,
     parse_hub_to_agent,
 )
-from tests.harness import wait_command, HubProcess, start_agent, wait_until
+from tests.harness import HubProcess, start_agent, wait_command, wait_until
+
 
 def finished(client, command_id: str, seconds: float = 30) -> dict:  # type: ignore[no-untyped-def]
     return wait_command(client, command_id, seconds)
@@ -39,12 +40,20 @@ def test_magic_link_code_login_and_rotating_refresh(hub: HubProcess) -> None:
     assert api.post("/auth/magic-link", json={"email": email}).status_code == 202
     # No SMTP: the code and the link are in the hub's log.
     found = wait_until(
-        lambda: re.search(rf"sign-in code for {re.escape(email)}: (\d{{6}}) \(magic link: \S+token=\*\*\*", hub.log_tail(400)),
+        lambda: re.search(
+            rf"sign-in code for {re.escape(email)}: (\d{{6}}) \(magic link: \S+token=\*\*\*",
+            hub.log_tail(400),
+        ),
         10,
         "the code in the log",
     )
     code = found.group(1)
-    assert api.post("/auth/verify", json={"email": email, "code": "000000" if code != "000000" else "111111"}).status_code == 401
+    assert (
+        api.post(
+            "/auth/verify", json={"email": email, "code": "000000" if code != "000000" else "111111"}
+        ).status_code
+        == 401
+    )
     pair = api.post("/auth/verify", json={"email": email, "code": code}).json()
     assert pair["email"] == email and pair["expiresIn"] == 900
     assert api.post("/auth/verify", json={"email": email, "code": code}).status_code == 401  # one use
@@ -72,11 +81,14 @@ def test_presets_crud_and_usage(hub: HubProcess) -> None:
             preset = created.json()
             assert preset["variables"] == ["greeting", "name"]
             assert client.post("/presets", json={"name": name, "content": "x"}).status_code == 409
-            updated = client.put(f"/presets/{preset['id']}", json={"name": name, "content": "echo {{x}}", "priority": 70})
+            updated = client.put(
+                f"/presets/{preset['id']}", json={"name": name, "content": "echo {{x}}", "priority": 70}
+            )
             assert updated.json()["variables"] == ["x"] and updated.json()["priority"] == 70
             assert any(p["id"] == preset["id"] for p in client.get("/presets").json()["items"])
             command = client.post(
-                "/commands", json={"content": "echo hi", "targetAgents": [agent.agent_id], "presetId": preset["id"]}
+                "/commands",
+                json={"content": "echo hi", "targetAgents": [agent.agent_id], "presetId": preset["id"]},
             ).json()
             assert command["presetId"] == preset["id"]
             assert client.get(f"/presets/{preset['id']}").json()["usageCount"] == 1
@@ -92,17 +104,29 @@ def test_default_constraint_profile_fills_limits(hub: HubProcess) -> None:
     try:
         with hub.client() as client:
             profile = client.post(
-                "/constraints", json={"name": f"quick-{uuid.uuid4().hex[:6]}", "timeLimitMs": 1500, "tokenBudget": 1000, "isDefault": True}
+                "/constraints",
+                json={
+                    "name": f"quick-{uuid.uuid4().hex[:6]}",
+                    "timeLimitMs": 1500,
+                    "tokenBudget": 1000,
+                    "isDefault": True,
+                },
             )
             assert profile.status_code == 201
-            command = client.post("/commands", json={"content": "sleep 30", "targetAgents": [agent.agent_id]}).json()
+            command = client.post(
+                "/commands", json={"content": "sleep 30", "targetAgents": [agent.agent_id]}
+            ).json()
             assert command["executionConstraints"] == {"timeLimitMs": 1500, "tokenBudget": 1000}
             ended = finished(client, command["id"])
             assert ended["executions"][0]["endReason"] == "TIME_LIMIT"
             # Given limits win over the profile's.
             explicit = client.post(
                 "/commands",
-                json={"content": "true", "targetAgents": [agent.agent_id], "executionConstraints": {"timeLimitMs": 60000}},
+                json={
+                    "content": "true",
+                    "targetAgents": [agent.agent_id],
+                    "executionConstraints": {"timeLimitMs": 60000},
+                },
             ).json()
             assert explicit["executionConstraints"]["timeLimitMs"] == 60000
             finished(client, explicit["id"])
@@ -112,14 +136,27 @@ def test_default_constraint_profile_fills_limits(hub: HubProcess) -> None:
         agent.stop()
 
 
-async def test_trace_and_report_from_an_agent_are_stored_and_exported(hub: HubProcess, tmp_path: Path) -> None:
+async def test_trace_and_report_from_an_agent_are_stored_and_exported(
+    hub: HubProcess, tmp_path: Path
+) -> None:
     agent_id, token = hub.agent_token("api-reports")
-    async with connect(hub.ws_url + "/ws/agent", additional_headers={"Authorization": f"Bearer {token}"}) as ws:
-        await ws.send(AgentConnect(payload=AgentConnectPayload(agent_id=agent_id, agent_type=AgentType.CLAUDE)).to_json())
+    async with connect(
+        hub.ws_url + "/ws/agent", additional_headers={"Authorization": f"Bearer {token}"}
+    ) as ws:
+        await ws.send(
+            AgentConnect(
+                payload=AgentConnectPayload(agent_id=agent_id, agent_type=AgentType.CLAUDE)
+            ).to_json()
+        )
         await ws.recv()
         with hub.client() as client:
             command = client.post(
-                "/commands", json={"content": "look into the login bug", "type": "INVESTIGATE", "targetAgents": [agent_id]}
+                "/commands",
+                json={
+                    "content": "look into the login bug",
+                    "type": "INVESTIGATE",
+                    "targetAgents": [agent_id],
+                },
             ).json()
         request = None
         while request is None:
@@ -128,12 +165,36 @@ async def test_trace_and_report_from_an_agent_are_stored_and_exported(hub: HubPr
                 request = message
         assert request.payload.type == "INVESTIGATE"
         cid = command["id"]
-        await ws.send(CommandAck(payload=CommandAckPayload(command_id=cid, agent_id=agent_id, status="EXECUTING")).to_json())
         await ws.send(
-            TraceEvent(payload=TraceEventPayload(command_id=cid, agent_id=agent_id, trace_id="t1", type="LLM_PROMPT", name="turn 1", tokens_used=120)).to_json()
+            CommandAck(
+                payload=CommandAckPayload(command_id=cid, agent_id=agent_id, status="EXECUTING")
+            ).to_json()
         )
         await ws.send(
-            TraceEvent(payload=TraceEventPayload(command_id=cid, agent_id=agent_id, trace_id="t2", parent_id="t1", type="TOOL_CALL", name="Read", content={"file": "a.py"}, duration_ms=5)).to_json()
+            TraceEvent(
+                payload=TraceEventPayload(
+                    command_id=cid,
+                    agent_id=agent_id,
+                    trace_id="t1",
+                    type="LLM_PROMPT",
+                    name="turn 1",
+                    tokens_used=120,
+                )
+            ).to_json()
+        )
+        await ws.send(
+            TraceEvent(
+                payload=TraceEventPayload(
+                    command_id=cid,
+                    agent_id=agent_id,
+                    trace_id="t2",
+                    parent_id="t1",
+                    type="TOOL_CALL",
+                    name="Read",
+                    content={"file": "a.py"},
+                    duration_ms=5,
+                )
+            ).to_json()
         )
         content = ReportContent(
             sections=[ReportSection(title="Context", content="The login form.")],
@@ -141,15 +202,33 @@ async def test_trace_and_report_from_an_agent_are_stored_and_exported(hub: HubPr
             recommendations=["Refresh before expiry"],
         )
         await ws.send(
-            InvestigationReport(payload=InvestigationReportPayload(command_id=cid, agent_id=agent_id, report_id=f"r-{cid}", status=ReportStatus.COMPLETE, title="Login bug", summary="Expired tokens.", content=content)).to_json()
+            InvestigationReport(
+                payload=InvestigationReportPayload(
+                    command_id=cid,
+                    agent_id=agent_id,
+                    report_id=f"r-{cid}",
+                    status=ReportStatus.COMPLETE,
+                    title="Login bug",
+                    summary="Expired tokens.",
+                    content=content,
+                )
+            ).to_json()
         )
         await ws.send(
-            CommandComplete(payload=CommandCompletePayload(command_id=cid, agent_id=agent_id, status="COMPLETED", tokens_used=120)).to_json()
+            CommandComplete(
+                payload=CommandCompletePayload(
+                    command_id=cid, agent_id=agent_id, status="COMPLETED", tokens_used=120
+                )
+            ).to_json()
         )
         with hub.client() as client:
-            traces = wait_until(lambda: len(t := client.get(f"/commands/{cid}/traces").json()) == 2 and t, 15, "traces")
+            traces = wait_until(
+                lambda: len(t := client.get(f"/commands/{cid}/traces").json()) == 2 and t, 15, "traces"
+            )
             assert {(t["traceId"], t["parentId"]) for t in traces} == {("t1", None), ("t2", "t1")}
-            reports = wait_until(lambda: client.get("/reports", params={"commandId": cid}).json()["items"], 15, "report")
+            reports = wait_until(
+                lambda: client.get("/reports", params={"commandId": cid}).json()["items"], 15, "report"
+            )
             report_id = reports[0]["id"]
             markdown = client.get(f"/reports/{report_id}/export", params={"format": "markdown"})
             assert markdown.headers["content-type"].startswith("text/markdown")
@@ -169,14 +248,21 @@ def test_pause_holds_the_queue_and_resume_releases_it(hub: HubProcess, tmp_path:
         with hub.client() as client:
             assert client.post(f"/agents/{agent.agent_id}/pause").json()["delivered"] is True
             assert client.get(f"/agents/{agent.agent_id}").json()["activity"] == "PAUSED"
-            command = client.post("/commands", json={"content": f"touch {marker}", "targetAgents": [agent.agent_id]}).json()
-            wait_until(lambda: client.get(f"/agents/{agent.agent_id}/queue").json()["items"], 10, "it to be queued")
+            command = client.post(
+                "/commands", json={"content": f"touch {marker}", "targetAgents": [agent.agent_id]}
+            ).json()
+            wait_until(
+                lambda: client.get(f"/agents/{agent.agent_id}/queue").json()["items"], 10, "it to be queued"
+            )
             assert client.get(f"/agents/{agent.agent_id}/queue").json()["paused"] is True
             assert not marker.exists()
             client.post(f"/agents/{agent.agent_id}/resume")
             assert finished(client, command["id"])["status"] == "COMPLETED"
             assert marker.exists()
-            actions = [a["action"] for a in client.get("/audit-logs", params={"agentId": agent.agent_id}).json()["items"]]
+            actions = [
+                a["action"]
+                for a in client.get("/audit-logs", params={"agentId": agent.agent_id}).json()["items"]
+            ]
             assert "agent.pause" in actions and "agent.resume" in actions
     finally:
         agent.stop()
@@ -194,7 +280,10 @@ def test_broadcast_and_emergency_stop(hub: HubProcess, tmp_path: Path) -> None:
             running = client.post("/commands", json={"content": "sleep 60", "broadcast": True}).json()
             queued = client.post("/commands", json={"content": "sleep 60", "broadcast": True}).json()
             wait_until(
-                lambda: all(e["status"] == "EXECUTING" for e in client.get(f"/commands/{running['id']}").json()["executions"]),
+                lambda: all(
+                    e["status"] == "EXECUTING"
+                    for e in client.get(f"/commands/{running['id']}").json()["executions"]
+                ),
                 20,
                 "all running",
             )

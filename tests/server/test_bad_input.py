@@ -27,8 +27,12 @@ from tests.harness import HubProcess, start_agent, timeout
 
 async def open_agent(hub: HubProcess, name: str) -> tuple[ClientConnection, str]:
     agent_id, token = hub.agent_token(name)
-    ws = await connect(hub.ws_url + "/ws/agent", additional_headers={"Authorization": f"Bearer {token}"}, max_size=None)
-    await ws.send(AgentConnect(payload=AgentConnectPayload(agent_id=agent_id, agent_type=AgentType.SHELL)).to_json())
+    ws = await connect(
+        hub.ws_url + "/ws/agent", additional_headers={"Authorization": f"Bearer {token}"}, max_size=None
+    )
+    await ws.send(
+        AgentConnect(payload=AgentConnectPayload(agent_id=agent_id, agent_type=AgentType.SHELL)).to_json()
+    )
     first = json.loads(await ws.recv())
     assert first["type"] == "SERVER_HEARTBEAT", first
     return ws, agent_id
@@ -58,7 +62,9 @@ async def closed_with(ws: ClientConnection) -> tuple[int | None, list[dict]]:  #
 
 async def heartbeat_works(ws: ClientConnection, agent_id: str, hub: HubProcess) -> None:
     await ws.send(
-        AgentHeartbeat(payload=AgentHeartbeatPayload(agent_id=agent_id, health_metrics=HealthMetrics(cpu_percent=1.5))).to_json()
+        AgentHeartbeat(
+            payload=AgentHeartbeatPayload(agent_id=agent_id, health_metrics=HealthMetrics(cpu_percent=1.5))
+        ).to_json()
     )
     with hub.client() as client:
         for _ in range(100):
@@ -73,7 +79,10 @@ async def heartbeat_works(ws: ClientConnection, agent_id: str, hub: HubProcess) 
     [
         ("{not json", "malformed JSON"),
         (json.dumps({"type": "LAUNCH_MISSILES", "id": "x", "timestamp": 1, "payload": {}}), "unknown type"),
-        (json.dumps({"type": "TERMINAL_OUTPUT", "id": "x", "timestamp": 1, "payload": {"content": "hi"}}), "missing fields"),
+        (
+            json.dumps({"type": "TERMINAL_OUTPUT", "id": "x", "timestamp": 1, "payload": {"content": "hi"}}),
+            "missing fields",
+        ),
         (json.dumps({"type": "COMMAND_ACK", "id": "x", "timestamp": "soon", "payload": {}}), "wrong types"),
         ("[1, 2, 3]", "not an object"),
     ],
@@ -100,9 +109,18 @@ async def test_output_for_a_command_the_agent_does_not_have_is_refused(hub: HubP
     try:
         await ws.send(
             json.dumps(
-                {"type": "TERMINAL_OUTPUT", "id": "m1", "timestamp": 1, "payload": {
-                    "commandId": "no-such-command", "agentId": agent_id, "streamType": "STDOUT", "content": "x",
-                    "sequence": 0}}  # fmt: skip
+                {
+                    "type": "TERMINAL_OUTPUT",
+                    "id": "m1",
+                    "timestamp": 1,
+                    "payload": {
+                        "commandId": "no-such-command",
+                        "agentId": agent_id,
+                        "streamType": "STDOUT",
+                        "content": "x",
+                        "sequence": 0,
+                    },
+                }
             )
         )
         reply = await next_of_type(ws, "ERROR")
@@ -129,7 +147,9 @@ async def test_flood_gets_rate_limit_and_others_are_served(hub: HubProcess) -> N
     ws, agent_id = await open_agent(hub, "bad-input-flood")
     other, other_id = await open_agent(hub, "bad-input-calm")
     try:
-        frame = AgentHeartbeat(payload=AgentHeartbeatPayload(agent_id=agent_id, health_metrics=HealthMetrics())).to_json()
+        frame = AgentHeartbeat(
+            payload=AgentHeartbeatPayload(agent_id=agent_id, health_metrics=HealthMetrics())
+        ).to_json()
         for _ in range(1000):  # 10x the per-second limit, at once
             await ws.send(frame)
         reply = await next_of_type(ws, "ERROR", 20)
@@ -142,7 +162,9 @@ async def test_flood_gets_rate_limit_and_others_are_served(hub: HubProcess) -> N
         await other.close()
 
 
-async def _refused(hub: HubProcess, path: str, token: str, hello: str | None = None) -> tuple[int | None, list[dict]]:  # type: ignore[type-arg]
+async def _refused(
+    hub: HubProcess, path: str, token: str, hello: str | None = None
+) -> tuple[int | None, list[dict]]:  # type: ignore[type-arg]
     ws = await connect(hub.ws_url + path, additional_headers={"Authorization": f"Bearer {token}"})
     if hello is not None:
         try:
@@ -167,23 +189,30 @@ async def test_bad_tokens_close_1008_with_auth_failed(hub: HubProcess) -> None:
         "another agent's id": (
             "/ws/agent",
             agent_token,
-            AgentConnect(payload=AgentConnectPayload(agent_id=other_id, agent_type=AgentType.SHELL)).to_json(),
+            AgentConnect(
+                payload=AgentConnectPayload(agent_id=other_id, agent_type=AgentType.SHELL)
+            ).to_json(),
         ),
         "path id mismatch": (f"/ws/agent/{other_id}", agent_token, hello),
     }
     for label, (path, token, first) in cases.items():
         code, messages = await _refused(hub, path, token, first)
         assert code == 1008, label
-        assert messages and messages[0]["type"] == "ERROR" and messages[0]["payload"]["code"] == "AUTH_FAILED", label
+        assert (
+            messages and messages[0]["type"] == "ERROR" and messages[0]["payload"]["code"] == "AUTH_FAILED"
+        ), label
     # REST: 401 with the error body, for a missing, bad or agent token.
-    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Bearer {agent_token}"}):
-        response = httpx.get(hub.url + "/v1/agents", headers=headers)
-        assert response.status_code == 401
-        assert response.json()["error"] == "AUTH_FAILED"
+    async with httpx.AsyncClient(base_url=hub.url) as client:
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Bearer {agent_token}"}):
+            response = await client.get("/v1/agents", headers=headers)
+            assert response.status_code == 401
+            assert response.json()["error"] == "AUTH_FAILED"
 
 
 async def test_dashboard_bad_messages_and_oversize(hub: HubProcess) -> None:
-    ws = await connect(hub.ws_url + "/ws/dashboard", additional_headers={"Authorization": f"Bearer {hub.user_token()}"})
+    ws = await connect(
+        hub.ws_url + "/ws/dashboard", additional_headers={"Authorization": f"Bearer {hub.user_token()}"}
+    )
     try:
         await ws.send(DashboardConnect().to_json())
         await next_of_type(ws, "DASHBOARD_READY")
@@ -191,7 +220,14 @@ async def test_dashboard_bad_messages_and_oversize(hub: HubProcess) -> None:
         error = await next_of_type(ws, "ERROR")
         assert error["payload"]["code"] == "INVALID_MESSAGE"
         await ws.send(
-            json.dumps({"type": "COMMAND_SUBMIT", "id": "r2", "timestamp": 1, "payload": {"content": "hi", "targetAgents": ["ghost"]}})
+            json.dumps(
+                {
+                    "type": "COMMAND_SUBMIT",
+                    "id": "r2",
+                    "timestamp": 1,
+                    "payload": {"content": "hi", "targetAgents": ["ghost"]},
+                }
+            )
         )
         error = await next_of_type(ws, "ERROR")
         assert error["payload"]["code"] == "NOT_FOUND" and error["payload"]["requestId"] == "r2"
@@ -221,7 +257,12 @@ def test_rest_bad_input(hub: HubProcess) -> None:
                 response = client.post("/commands", json=body)
                 assert response.status_code == status, (body, response.text)
                 assert {"error", "message", "details"} <= response.json().keys()
-            assert client.post("/commands", content=b"{nope", headers={"content-type": "application/json"}).status_code == 422
+            assert (
+                client.post(
+                    "/commands", content=b"{nope", headers={"content-type": "application/json"}
+                ).status_code
+                == 422
+            )
             assert client.get("/agents/ghost").status_code == 404
             assert client.get("/commands", params={"limit": 101}).status_code == 422
             assert client.post("/agents/ghost/pause").status_code == 404

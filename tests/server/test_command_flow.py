@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import uuid
 
-from tests.harness import Dashboard, HubProcess, async_wait_until, start_agent, wait_until
 from shared.api import CommandCreate
 from shared.protocol import CommandSubmit
+from tests.harness import Dashboard, HubProcess, async_wait_until, start_agent, wait_until
 
 
 def _done(client, command_id: str) -> dict:  # type: ignore[no-untyped-def]
     return wait_until(
-        lambda: (c := client.get(f"/commands/{command_id}").json())["status"] in ("COMPLETED", "FAILED", "CANCELLED") and c,
+        lambda: (
+            (c := client.get(f"/commands/{command_id}").json())["status"]
+            in ("COMPLETED", "FAILED", "CANCELLED")
+            and c
+        ),
         30,
         f"command {command_id} to finish",
     )
@@ -33,7 +37,9 @@ async def test_rest_command_streams_in_order_to_dashboard_and_is_stored(hub: Hub
 
             # At the dashboard: every line, in order, stdout and stderr told apart.
             def streamed() -> str:
-                return "".join(p.content for p in dashboard.output_of(command["id"]) if p.stream_type == "STDOUT")
+                return "".join(
+                    p.content for p in dashboard.output_of(command["id"]) if p.stream_type == "STDOUT"
+                )
 
             await async_wait_until(lambda: "line-200\n" in streamed(), 15, "all output at the dashboard")
             chunks = dashboard.output_of(command["id"])
@@ -51,9 +57,10 @@ async def test_rest_command_streams_in_order_to_dashboard_and_is_stored(hub: Hub
             assert [i["sequence"] for i in items] == [c.sequence for c in chunks]
             assert "".join(i["content"] for i in items if i["streamType"] == "STDOUT") == streamed()
             statuses = [
-                m.payload.status for m in dashboard.messages
+                m.payload.status
+                for m in dashboard.messages
                 if m.type == "COMMAND_STATUS" and m.payload.command_id == command["id"]
-            ]  # fmt: skip
+            ]
             assert statuses[0] == "QUEUED" and statuses[-1] == "COMPLETED"
             assert "EXECUTING" in statuses
     finally:
@@ -66,21 +73,31 @@ async def test_dashboard_socket_submits_a_command(hub: HubProcess) -> None:
     dashboard = await Dashboard(hub).connect()
     try:
         marker = uuid.uuid4().hex
-        submit = CommandSubmit(payload=CommandCreate(content=f"echo {marker}", target_agents=[agent.agent_id]))
+        submit = CommandSubmit(
+            payload=CommandCreate(content=f"echo {marker}", target_agents=[agent.agent_id])
+        )
         await dashboard.send(submit)
         accepted = await dashboard.wait_for(
             lambda m: m.type == "COMMAND_ACCEPTED" and m.payload.request_id == submit.id, 10
         )
         command_id = accepted.payload.command.id
         await dashboard.wait_for(
-            lambda m: m.type == "COMMAND_STATUS" and m.payload.command_id == command_id and m.payload.status == "COMPLETED",
+            lambda m: (
+                m.type == "COMMAND_STATUS"
+                and m.payload.command_id == command_id
+                and m.payload.status == "COMPLETED"
+            ),
             30,
         )
         await async_wait_until(
-            lambda: "".join(p.content for p in dashboard.output_of(command_id)) == f"{marker}\n", 10, "the output"
+            lambda: "".join(p.content for p in dashboard.output_of(command_id)) == f"{marker}\n",
+            10,
+            "the output",
         )
         with hub.client() as client:
-            stored = wait_until(lambda: client.get(f"/commands/{command_id}/output").json()["items"], 15, "stored output")
+            stored = wait_until(
+                lambda: client.get(f"/commands/{command_id}/output").json()["items"], 15, "stored output"
+            )
             assert stored[0]["content"] == f"{marker}\n"
             audit = client.get("/audit-logs", params={"commandId": command_id}).json()["items"]
             assert any(a["action"] == "command.created" and a["actor"] == "tester@example.com" for a in audit)
@@ -97,7 +114,9 @@ def test_agent_persists_offline_with_last_seen_and_returns_under_same_id(hub: Hu
         assert online["health"]["memoryBytes"] > 0  # real psutil numbers from the wrapper
         agent.stop()
         offline = wait_until(
-            lambda: (a := client.get(f"/agents/{agent.agent_id}").json())["status"] == "OFFLINE" and a, 15, "offline"
+            lambda: (a := client.get(f"/agents/{agent.agent_id}").json())["status"] == "OFFLINE" and a,
+            15,
+            "offline",
         )
         assert offline["lastSeen"] >= online["lastSeen"]
         again = start_agent(hub, "flow-persist")

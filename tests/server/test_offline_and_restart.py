@@ -17,8 +17,12 @@ def test_offline_agent_is_refused_clearly_or_queued_when_asked(hub: HubProcess, 
     agent.stop()
     marker = tmp_path / "ran"
     with hub.client() as client:
-        wait_until(lambda: client.get(f"/agents/{agent.agent_id}").json()["status"] == "OFFLINE", 15, "offline")
-        refused = client.post("/commands", json={"content": f"touch {marker}", "targetAgents": [agent.agent_id]})
+        wait_until(
+            lambda: client.get(f"/agents/{agent.agent_id}").json()["status"] == "OFFLINE", 15, "offline"
+        )
+        refused = client.post(
+            "/commands", json={"content": f"touch {marker}", "targetAgents": [agent.agent_id]}
+        )
         assert refused.status_code == 409
         body = refused.json()
         assert body["error"] == "AGENT_OFFLINE" and "offline" in body["message"]
@@ -29,17 +33,22 @@ def test_offline_agent_is_refused_clearly_or_queued_when_asked(hub: HubProcess, 
         assert unknown.status_code == 404 and unknown.json()["error"] == "NOT_FOUND"
 
         waiting = client.post(
-            "/commands", json={"content": f"touch {marker}", "targetAgents": [agent.agent_id], "queueIfOffline": True}
+            "/commands",
+            json={"content": f"touch {marker}", "targetAgents": [agent.agent_id], "queueIfOffline": True},
         )
         assert waiting.status_code == 201
         command_id = waiting.json()["id"]
-        wait_until(lambda: client.get(f"/agents/{agent.agent_id}/queue").json()["items"], 10, "it to be queued")
+        wait_until(
+            lambda: client.get(f"/agents/{agent.agent_id}/queue").json()["items"], 10, "it to be queued"
+        )
         assert client.get(f"/commands/{command_id}").json()["status"] == "QUEUED"
         assert not marker.exists()
         back = start_agent(hub, "offline-1")
         try:
             done = wait_until(
-                lambda: (c := client.get(f"/commands/{command_id}").json())["status"] in TERMINAL and c, 30, "it to run"
+                lambda: (c := client.get(f"/commands/{command_id}").json())["status"] in TERMINAL and c,
+                30,
+                "it to run",
             )
             assert done["status"] == "COMPLETED"
             assert marker.exists()
@@ -48,7 +57,9 @@ def test_offline_agent_is_refused_clearly_or_queued_when_asked(hub: HubProcess, 
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["clean", "killed"])
-def test_queued_commands_survive_a_hub_restart(fresh_hub: HubProcess, tmp_path: Path, how: signal.Signals) -> None:
+def test_queued_commands_survive_a_hub_restart(
+    fresh_hub: HubProcess, tmp_path: Path, how: signal.Signals
+) -> None:
     hub = fresh_hub.start()
     agent = start_agent(hub, "restart-1")
     log = tmp_path / "restart.log"
@@ -59,7 +70,11 @@ def test_queued_commands_survive_a_hub_restart(fresh_hub: HubProcess, tmp_path: 
         queued = [
             client.post(
                 "/commands",
-                json={"content": f"echo q{n} >> {log}", "targetAgents": [agent.agent_id], "queueIfOffline": True},
+                json={
+                    "content": f"echo q{n} >> {log}",
+                    "targetAgents": [agent.agent_id],
+                    "queueIfOffline": True,
+                },
             ).json()
             for n in range(3)
         ]
@@ -72,14 +87,18 @@ def test_queued_commands_survive_a_hub_restart(fresh_hub: HubProcess, tmp_path: 
     with hub.client() as client:
         for command in queued:
             done = wait_until(
-                lambda c=command: (x := client.get(f"/commands/{c['id']}").json())["status"] in TERMINAL and x,
+                lambda c=command: (
+                    (x := client.get(f"/commands/{c['id']}").json())["status"] in TERMINAL and x
+                ),
                 60,
                 "a queued command to run after the restart",
             )
             assert done["status"] == "COMPLETED", done
         # The blocker was running during the restart: it finished on the agent and was reported.
         ended = wait_until(
-            lambda: (x := client.get(f"/commands/{blocker['id']}").json())["status"] in TERMINAL and x, 60, "blocker"
+            lambda: (x := client.get(f"/commands/{blocker['id']}").json())["status"] in TERMINAL and x,
+            60,
+            "blocker",
         )
         assert ended["status"] == "COMPLETED", ended
     assert log.read_text().split() == ["blocker", "q0", "q1", "q2"]
@@ -90,6 +109,8 @@ def _redis_answers(hub: HubProcess) -> bool:
     import redis
 
     try:
-        return bool(redis.Redis(unix_socket_path=str(hub.settings.embedded_redis_socket), socket_timeout=1).ping())
+        return bool(
+            redis.Redis(unix_socket_path=str(hub.settings.embedded_redis_socket), socket_timeout=1).ping()
+        )
     except (redis.RedisError, OSError):
         return False

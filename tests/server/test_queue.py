@@ -8,7 +8,8 @@ import pytest
 from rq import Queue
 
 from server import keys
-from tests.harness import wait_command, AgentProcess, HubProcess, start_agent, wait_until
+from tests.harness import AgentProcess, HubProcess, start_agent, wait_command, wait_until
+
 
 @pytest.fixture
 def agent(hub: HubProcess, request: pytest.FixtureRequest) -> AgentProcess:
@@ -35,7 +36,9 @@ def lines(log: Path) -> list[str]:
     return log.read_text().split() if log.exists() else []
 
 
-def test_three_commands_run_one_at_a_time_in_order(hub: HubProcess, agent: AgentProcess, tmp_path: Path) -> None:
+def test_three_commands_run_one_at_a_time_in_order(
+    hub: HubProcess, agent: AgentProcess, tmp_path: Path
+) -> None:
     log = tmp_path / "order.log"
     with hub.client() as client:
         ids = [send(client, agent, step(log, str(n)))["id"] for n in (1, 2, 3)]
@@ -62,7 +65,12 @@ def test_high_priority_jumps_ahead(hub: HubProcess, agent: AgentProcess, tmp_pat
         assert order == [blocker["id"], high["id"], low_a["id"], low_b["id"]]
         for command in (blocker, low_a, low_b, high):
             finished(client, command["id"])
-    assert [x for x in lines(log) if x.startswith("start")] == ["start-blocker", "start-high", "start-lowA", "start-lowB"]
+    assert [x for x in lines(log) if x.startswith("start")] == [
+        "start-blocker",
+        "start-high",
+        "start-lowA",
+        "start-lowB",
+    ]
 
 
 def test_reorder_is_honoured(hub: HubProcess, agent: AgentProcess, tmp_path: Path) -> None:
@@ -71,15 +79,27 @@ def test_reorder_is_honoured(hub: HubProcess, agent: AgentProcess, tmp_path: Pat
         blocker = send(client, agent, step(log, "blocker", 1.0))
         wait_until(lambda: lines(log), 10, "the blocker to start")
         a, b, c = (send(client, agent, step(log, name, 0.1)) for name in "abc")
-        response = client.patch(f"/agents/{agent.agent_id}/queue", json={"order": [c["id"], a["id"], b["id"]]})
+        response = client.patch(
+            f"/agents/{agent.agent_id}/queue", json={"order": [c["id"], a["id"], b["id"]]}
+        )
         assert response.status_code == 200, response.text
-        assert [i["commandId"] for i in response.json()["items"]] == [blocker["id"], c["id"], a["id"], b["id"]]
+        assert [i["commandId"] for i in response.json()["items"]] == [
+            blocker["id"],
+            c["id"],
+            a["id"],
+            b["id"],
+        ]
         # The running command cannot be reordered.
         bad = client.patch(f"/agents/{agent.agent_id}/queue", json={"order": [blocker["id"], a["id"]]})
         assert bad.status_code == 409 and bad.json()["error"] == "CONFLICT"
         for command in (blocker, a, b, c):
             finished(client, command["id"])
-    assert [x for x in lines(log) if x.startswith("start")] == ["start-blocker", "start-c", "start-a", "start-b"]
+    assert [x for x in lines(log) if x.startswith("start")] == [
+        "start-blocker",
+        "start-c",
+        "start-a",
+        "start-b",
+    ]
 
 
 def test_cancel_a_queued_command(hub: HubProcess, agent: AgentProcess, tmp_path: Path) -> None:
@@ -101,14 +121,20 @@ def test_cancel_a_queued_command(hub: HubProcess, agent: AgentProcess, tmp_path:
     assert lines(log)[-1] == "end-after"
 
 
-def test_interrupt_running_command_frees_the_agent(hub: HubProcess, agent: AgentProcess, tmp_path: Path) -> None:
+def test_interrupt_running_command_frees_the_agent(
+    hub: HubProcess, agent: AgentProcess, tmp_path: Path
+) -> None:
     log = tmp_path / "interrupt.log"
     pid_file = tmp_path / "child.pid"
     with hub.client() as client:
         # A command with a child process in its group: the interrupt must end both.
         long = send(client, agent, f"sleep 60 & echo $! > {pid_file}; echo started >> {log}; wait")
         nxt = send(client, agent, step(log, "next", 0.1))
-        wait_until(lambda: lines(log) and pid_file.exists() and pid_file.read_text().strip(), 10, "the command to start")
+        wait_until(
+            lambda: lines(log) and pid_file.exists() and pid_file.read_text().strip(),
+            10,
+            "the command to start",
+        )
         child = int(pid_file.read_text())
         response = client.post(f"/commands/{long['id']}/cancel", json={"reason": "changed my mind"})
         assert response.status_code == 200

@@ -23,7 +23,8 @@ async def test_agent_on_hub_a_runs_command_from_hub_b_and_output_reaches_b(
     dashboard = None
     try:
         hub_b = HubProcess(
-            tmp_path / "b", env_overrides={**common, "ONSEMBL_REDIS_URL": f"unix://{hub_a.settings.embedded_redis_socket}"}
+            tmp_path / "b",
+            env_overrides={**common, "ONSEMBL_REDIS_URL": f"unix://{hub_a.settings.embedded_redis_socket}"},
         ).start()
         agent = start_agent(hub_a, "cross-hub")
         dashboard = await Dashboard(hub_b).connect()
@@ -31,20 +32,28 @@ async def test_agent_on_hub_a_runs_command_from_hub_b_and_output_reaches_b(
             # B sees the agent A holds, ONLINE, from the shared state.
             assert client.get(f"/agents/{agent.agent_id}").json()["status"] == "ONLINE"
             response = client.post(
-                "/commands", json={"content": "for i in 1 2 3; do echo cross-$i; done", "targetAgents": [agent.agent_id]}
+                "/commands",
+                json={"content": "for i in 1 2 3; do echo cross-$i; done", "targetAgents": [agent.agent_id]},
             )
             assert response.status_code == 201, response.text
             command_id = response.json()["id"]
             await async_wait_until(
-                lambda: "".join(p.content for p in dashboard.output_of(command_id)) == "cross-1\ncross-2\ncross-3\n",
+                lambda: (
+                    "".join(p.content for p in dashboard.output_of(command_id))
+                    == "cross-1\ncross-2\ncross-3\n"
+                ),
                 30,
                 "the output at hub B's dashboard",
             )
             done = wait_until(
-                lambda: (c := client.get(f"/commands/{command_id}").json())["status"] == "COMPLETED" and c, 30, "done"
+                lambda: (c := client.get(f"/commands/{command_id}").json())["status"] == "COMPLETED" and c,
+                30,
+                "done",
             )
             assert done["executions"][0]["agentName"] == "cross-hub"
-            stored = wait_until(lambda: client.get(f"/commands/{command_id}/output").json()["items"], 15, "stored")
+            stored = wait_until(
+                lambda: client.get(f"/commands/{command_id}/output").json()["items"], 15, "stored"
+            )
             assert "".join(i["content"] for i in stored) == "cross-1\ncross-2\ncross-3\n"
         with hub_a.client() as client:
             # The same record through the other hub.

@@ -35,14 +35,21 @@ from shared.protocol import (
 
 def test_wire_shape_is_camel_case_with_envelope() -> None:
     message = TerminalOutput(
-        payload=TerminalOutputPayload(command_id="c1", agent_id="a1", stream_type=StreamType.STDERR, content="x", sequence=3)
+        payload=TerminalOutputPayload(
+            command_id="c1", agent_id="a1", stream_type=StreamType.STDERR, content="x", sequence=3
+        )
     )
     wire = json.loads(message.to_json())
     assert set(wire) == {"type", "id", "timestamp", "payload"}
     assert wire["type"] == "TERMINAL_OUTPUT"
     assert wire["payload"] == {
-        "commandId": "c1", "agentId": "a1", "streamType": "STDERR", "content": "x", "ansiCodes": False, "sequence": 3,
-    }  # fmt: skip
+        "commandId": "c1",
+        "agentId": "a1",
+        "streamType": "STDERR",
+        "content": "x",
+        "ansiCodes": False,
+        "sequence": 3,
+    }
     assert parse_agent_message(message.to_json()) == message
 
 
@@ -50,27 +57,43 @@ def test_every_direction_round_trips() -> None:
     connect = AgentConnect(payload=AgentConnectPayload(agent_id="a", agent_type=AgentType.CLAUDE))
     assert json.loads(connect.to_json())["payload"]["protocolVersion"] == PROTOCOL_VERSION
     assert parse_agent_message(connect.to_json()) == connect
-    heartbeat = AgentHeartbeat(payload=AgentHeartbeatPayload(agent_id="a", health_metrics=HealthMetrics(cpu_percent=12.5)))
+    heartbeat = AgentHeartbeat(
+        payload=AgentHeartbeatPayload(agent_id="a", health_metrics=HealthMetrics(cpu_percent=12.5))
+    )
     assert parse_agent_message(heartbeat.to_json()) == heartbeat
-    complete = CommandComplete(payload=CommandCompletePayload(command_id="c", agent_id="a", status=CompletionStatus.FAILED))
+    complete = CommandComplete(
+        payload=CommandCompletePayload(command_id="c", agent_id="a", status=CompletionStatus.FAILED)
+    )
     assert parse_agent_message(complete.to_json()) == complete
     request = CommandRequest(
         payload=CommandRequestPayload(
-            command_id="c", content="hi", type="NATURAL", priority=5,
+            command_id="c",
+            content="hi",
+            type="NATURAL",
+            priority=5,
             execution_constraints=ExecutionConstraints(time_limit_ms=1000),
         )
-    )  # fmt: skip
-    assert json.loads(request.to_json())["payload"]["executionConstraints"] == {"timeLimitMs": 1000, "tokenBudget": None}
+    )
+    assert json.loads(request.to_json())["payload"]["executionConstraints"] == {
+        "timeLimitMs": 1000,
+        "tokenBudget": None,
+    }
     assert parse_hub_to_agent(request.to_json()) == request
     submit = CommandSubmit(payload=CommandCreate(content="hi", broadcast=True))
     assert parse_dashboard_message(submit.to_json()) == submit
     stream = TerminalStream(
         payload=TerminalStreamPayload(
-            command_id="c", agent_id="a", agent_name="n", agent_type=AgentType.SHELL, stream_type=StreamType.STDOUT,
-            content="x", sequence=0, emitted_at=1,
+            command_id="c",
+            agent_id="a",
+            agent_name="n",
+            agent_type=AgentType.SHELL,
+            stream_type=StreamType.STDOUT,
+            content="x",
+            sequence=0,
+            emitted_at=1,
         ),
         position="1-0",
-    )  # fmt: skip
+    )
     batch = EventBatch(payload=EventBatchPayload(events=[stream, stream]))
     parsed = parse_hub_to_dashboard(batch.to_json())
     assert parsed.payload.events[1].position == "1-0"  # type: ignore[union-attr]
@@ -79,12 +102,30 @@ def test_every_direction_round_trips() -> None:
 @pytest.mark.parametrize(
     "payload",
     [
-        {"commandId": "c", "agentId": "a", "streamType": "STDOUT", "content": "x", "sequence": "1"},  # "1" is no int
-        {"commandId": "c", "agentId": "a", "streamType": "stdout", "content": "x", "sequence": 1},  # enum case
+        {
+            "commandId": "c",
+            "agentId": "a",
+            "streamType": "STDOUT",
+            "content": "x",
+            "sequence": "1",
+        },  # "1" is no int
+        {
+            "commandId": "c",
+            "agentId": "a",
+            "streamType": "stdout",
+            "content": "x",
+            "sequence": 1,
+        },  # enum case
         {"commandId": "c", "agentId": "a", "streamType": "STDOUT", "content": "x", "sequence": -1},
         {"commandId": "c", "agentId": "a", "streamType": "STDOUT", "content": "x", "sequence": 1, "extra": 1},
         {"commandId": "c", "agentId": "a", "streamType": "STDOUT", "content": 5, "sequence": 1},
-        {"commandId": "c d", "agentId": "a", "streamType": "STDOUT", "content": "x", "sequence": 1},  # id charset
+        {
+            "commandId": "c d",
+            "agentId": "a",
+            "streamType": "STDOUT",
+            "content": "x",
+            "sequence": 1,
+        },  # id charset
         {"agentId": "a", "streamType": "STDOUT", "content": "x", "sequence": 1},
     ],
 )
@@ -95,7 +136,9 @@ def test_strict_validation_refuses(payload: dict) -> None:  # type: ignore[type-
 
 
 def test_direction_is_enforced() -> None:
-    request = CommandRequest(payload=CommandRequestPayload(command_id="c", content="x", type="NATURAL", priority=1))
+    request = CommandRequest(
+        payload=CommandRequestPayload(command_id="c", content="x", type="NATURAL", priority=1)
+    )
     with pytest.raises(ValidationError):
         parse_agent_message(request.to_json())  # a hub->agent message is not something an agent sends
 
@@ -107,4 +150,6 @@ def test_command_create_targets() -> None:
         CommandCreate(content="x", broadcast=True, target_agents=["a"])
     with pytest.raises(ValidationError):
         CommandCreate(content="x", target_agents=["a", "a"])
-    assert CommandCreate.model_validate({"content": "x", "targetAgents": ["a"], "type": "PLAN"}).type == "PLAN"
+    assert (
+        CommandCreate.model_validate({"content": "x", "targetAgents": ["a"], "type": "PLAN"}).type == "PLAN"
+    )

@@ -35,7 +35,9 @@ async def reorder_queue(agent_id: str, body: QueueReorder, hub: HubDep, user: Us
 
 
 def _control(action: ControlAction):  # type: ignore[no-untyped-def]
-    async def endpoint(agent_id: str, hub: HubDep, user: UserDep, body: ControlRequest | None = None) -> ControlResult:
+    async def endpoint(
+        agent_id: str, hub: HubDep, user: UserDep, body: ControlRequest | None = None
+    ) -> ControlResult:
         return await services.control_agent(hub, user.subject, agent_id, action, body.reason if body else "")
 
     endpoint.__name__ = f"{action.value.lower()}_agent"

@@ -40,9 +40,21 @@ async def list_audit_logs(
         stmt = stmt.where(AuditLogRow.at < until)
     async with hub.sessions() as session:
         total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
-        rows = (await session.execute(stmt.order_by(AuditLogRow.at.desc(), AuditLogRow.id.desc()).limit(limit).offset(offset))).scalars()
+        rows = (
+            await session.execute(
+                stmt.order_by(AuditLogRow.at.desc(), AuditLogRow.id.desc()).limit(limit).offset(offset)
+            )
+        ).scalars()
         items = [
-            AuditLog(id=r.id, at=r.at, actor=r.actor, action=r.action, agent_id=r.agent_id, command_id=r.command_id, details=r.details or {})
+            AuditLog(
+                id=r.id,
+                at=r.at,
+                actor=r.actor,
+                action=r.action,
+                agent_id=r.agent_id,
+                command_id=r.command_id,
+                details=r.details or {},
+            )
             for r in rows
         ]
     return Page[AuditLog](items=items, total=total, limit=limit, offset=offset)

@@ -51,7 +51,9 @@ async def list_commands(
         stmt = stmt.where(CommandRow.created_at < until)
     async with hub.sessions() as session:
         total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
-        rows = (await session.execute(stmt.order_by(CommandRow.created_at.desc()).limit(limit).offset(offset))).scalars()
+        rows = (
+            await session.execute(stmt.order_by(CommandRow.created_at.desc()).limit(limit).offset(offset))
+        ).scalars()
         items = [await services.command_record(hub, session, row) for row in rows]
     return Page[Command](items=items, total=total, limit=limit, offset=offset)
 
@@ -62,7 +64,9 @@ async def get_command(command_id: str, hub: HubDep, _: UserDep) -> Command:
 
 
 @router.post("/{command_id}/cancel", response_model=Command)
-async def cancel_command(command_id: str, hub: HubDep, user: UserDep, body: CancelRequest | None = None) -> Command:
+async def cancel_command(
+    command_id: str, hub: HubDep, user: UserDep, body: CancelRequest | None = None
+) -> Command:
     body = body or CancelRequest()
     return await services.cancel_command(hub, user.subject, command_id, body.agent_id, body.reason)
 
@@ -80,7 +84,9 @@ async def get_output(
     async with hub.sessions() as session:
         if await session.get(CommandRow, command_id) is None:
             raise not_found("command", command_id)
-        stmt = select(OutputLineRow).where(OutputLineRow.command_id == command_id, OutputLineRow.sequence > after)
+        stmt = select(OutputLineRow).where(
+            OutputLineRow.command_id == command_id, OutputLineRow.sequence > after
+        )
         if agent_id:
             stmt = stmt.where(OutputLineRow.agent_id == agent_id)
         total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
@@ -91,11 +97,16 @@ async def get_output(
         ).scalars()
         items = [
             OutputLine(
-                command_id=r.command_id, agent_id=r.agent_id, sequence=r.sequence, stream_type=StreamType(r.stream_type),
-                content=r.content, ansi_codes=r.ansi_codes, emitted_at=r.emitted_at,
+                command_id=r.command_id,
+                agent_id=r.agent_id,
+                sequence=r.sequence,
+                stream_type=StreamType(r.stream_type),
+                content=r.content,
+                ansi_codes=r.ansi_codes,
+                emitted_at=r.emitted_at,
             )
             for r in rows
-        ]  # fmt: skip
+        ]
     return Page[OutputLine](items=items, total=total, limit=limit, offset=offset)
 
 
@@ -105,14 +116,24 @@ async def get_traces(command_id: str, hub: HubDep, _: UserDep) -> list[TraceEven
         if await session.get(CommandRow, command_id) is None:
             raise not_found("command", command_id)
         rows = (
-            await session.execute(select(TraceRow).where(TraceRow.command_id == command_id).order_by(TraceRow.id))
+            await session.execute(
+                select(TraceRow).where(TraceRow.command_id == command_id).order_by(TraceRow.id)
+            )
         ).scalars()
         return [
             TraceEventRecord(
-                command_id=r.command_id, agent_id=r.agent_id, trace_id=r.trace_id, parent_id=r.parent_id,
-                type=TraceType(r.type), name=r.name, content=r.content, started_at=r.started_at,
-                completed_at=r.completed_at, duration_ms=r.duration_ms, tokens_used=r.tokens_used, error=r.error,
+                command_id=r.command_id,
+                agent_id=r.agent_id,
+                trace_id=r.trace_id,
+                parent_id=r.parent_id,
+                type=TraceType(r.type),
+                name=r.name,
+                content=r.content,
+                started_at=r.started_at,
+                completed_at=r.completed_at,
+                duration_ms=r.duration_ms,
+                tokens_used=r.tokens_used,
+                error=r.error,
             )
             for r in rows
-        ]  # fmt: skip
-
+        ]

@@ -26,12 +26,21 @@ def variables_of(content: str) -> list[str]:
 
 def _record(row: PresetRow) -> Preset:
     return Preset(
-        id=row.id, name=row.name, description=row.description, type=CommandType(row.type), content=row.content,
-        target_agents=list(row.target_agents), priority=row.priority,
-        execution_constraints=ExecutionConstraints(time_limit_ms=row.time_limit_ms, token_budget=row.token_budget),
-        variables=variables_of(row.content), usage_count=row.usage_count, created_at=row.created_at,
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        type=CommandType(row.type),
+        content=row.content,
+        target_agents=list(row.target_agents),
+        priority=row.priority,
+        execution_constraints=ExecutionConstraints(
+            time_limit_ms=row.time_limit_ms, token_budget=row.token_budget
+        ),
+        variables=variables_of(row.content),
+        usage_count=row.usage_count,
+        created_at=row.created_at,
         updated_at=row.updated_at,
-    )  # fmt: skip
+    )
 
 
 def _apply(row: PresetRow, body: PresetCreate) -> None:
@@ -51,7 +60,9 @@ def _apply(row: PresetRow, body: PresetCreate) -> None:
 async def list_presets(hub: HubDep, _: UserDep, limit: Limit = 100, offset: Offset = 0) -> Page[Preset]:
     async with hub.sessions() as session:
         total = (await session.execute(select(func.count()).select_from(PresetRow))).scalar_one()
-        rows = (await session.execute(select(PresetRow).order_by(PresetRow.name).limit(limit).offset(offset))).scalars()
+        rows = (
+            await session.execute(select(PresetRow).order_by(PresetRow.name).limit(limit).offset(offset))
+        ).scalars()
         return Page[Preset](items=[_record(r) for r in rows], total=total, limit=limit, offset=offset)
 
 

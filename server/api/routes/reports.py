@@ -17,10 +17,15 @@ router = APIRouter(prefix="/reports", tags=["reports"])
 
 def _record(row: ReportRow) -> Report:
     return Report(
-        id=row.id, command_id=row.command_id, agent_id=row.agent_id, status=ReportStatus(row.status),
-        title=row.title, summary=row.summary, content=ReportContent.model_validate(row.content or {}),
+        id=row.id,
+        command_id=row.command_id,
+        agent_id=row.agent_id,
+        status=ReportStatus(row.status),
+        title=row.title,
+        summary=row.summary,
+        content=ReportContent.model_validate(row.content or {}),
         created_at=row.created_at,
-    )  # fmt: skip
+    )
 
 
 def to_markdown(report: Report) -> str:
@@ -60,7 +65,9 @@ async def list_reports(
         stmt = stmt.where(ReportRow.command_id == command_id)
     async with hub.sessions() as session:
         total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
-        rows = (await session.execute(stmt.order_by(ReportRow.created_at.desc()).limit(limit).offset(offset))).scalars()
+        rows = (
+            await session.execute(stmt.order_by(ReportRow.created_at.desc()).limit(limit).offset(offset))
+        ).scalars()
         return Page[Report](items=[_record(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
@@ -73,7 +80,9 @@ async def get_report(report_id: str, hub: HubDep, _: UserDep) -> Report:
         return _record(row)
 
 
-@router.get("/{report_id}/export", responses={200: {"content": {"text/markdown": {}, "application/json": {}}}})
+@router.get(
+    "/{report_id}/export", responses={200: {"content": {"text/markdown": {}, "application/json": {}}}}
+)
 async def export_report(
     report_id: str, hub: HubDep, _: UserDep, format: Literal["json", "markdown"] = "markdown"
 ) -> Response:

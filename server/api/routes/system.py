@@ -18,14 +18,20 @@ async def emergency_stop(hub: HubDep, user: UserDep) -> EmergencyStopResult:
 health_router = APIRouter(tags=["system"])
 
 
-@health_router.get("/health", response_model=Health, responses={503: {"model": Health}, 500: {"model": ErrorBody}})
+@health_router.get(
+    "/health", response_model=Health, responses={503: {"model": Health}, 500: {"model": ErrorBody}}
+)
 async def health(hub: HubDep) -> JSONResponse:
     checks = await hub.health()
     parts = {name: ComponentHealth(ok=ok, detail=detail) for name, (ok, detail) in checks.items()}
     ok = parts["redis"].ok and parts["database"].ok
     body = Health(
         status="ok" if ok and parts["workers"].ok else ("degraded" if ok else "down"),
-        version=__version__, hub_id=hub.hub_id, redis=parts["redis"], database=parts["database"],
-        workers=parts["workers"], store_backlog=await hub.store.backlog(),
-    )  # fmt: skip
+        version=__version__,
+        hub_id=hub.hub_id,
+        redis=parts["redis"],
+        database=parts["database"],
+        workers=parts["workers"],
+        store_backlog=await hub.store.backlog(),
+    )
     return JSONResponse(body.wire(), status_code=200 if ok else 503)

@@ -17,7 +17,14 @@ def settings(tmp_path: Path) -> Settings:
 
 def _claims(settings: Settings, **changes: object) -> dict:  # type: ignore[type-arg]
     now = int(time.time())
-    claims = {"sub": "a", "typ": "agent", "iat": now, "exp": now + 60, "aud": settings.jwt_audience, "iss": settings.jwt_issuer}
+    claims = {
+        "sub": "a",
+        "typ": "agent",
+        "iat": now,
+        "exp": now + 60,
+        "aud": settings.jwt_audience,
+        "iss": settings.jwt_issuer,
+    }
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -44,7 +51,18 @@ def test_round_trip_and_kinds(settings: Settings) -> None:
         lambda s: "not.a.token",
         lambda s: "",
     ],
-    ids=["alg-none", "other-alg", "expired", "audience", "issuer", "no-exp", "no-typ", "other-secret", "garbage", "empty"],
+    ids=[
+        "alg-none",
+        "other-alg",
+        "expired",
+        "audience",
+        "issuer",
+        "no-exp",
+        "no-typ",
+        "other-secret",
+        "garbage",
+        "empty",
+    ],
 )
 def test_forged_tokens_are_refused(settings: Settings, forge) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(TokenError):
