@@ -520,6 +520,19 @@ class EventBatch(Envelope):
     payload: EventBatchPayload
 
 
+def event_batch_frame(frames: list[str]) -> str:
+    """The JSON of ``EventBatch`` holding the already serialised stream events ``frames``.
+
+    Byte for byte what ``EventBatch(payload=EventBatchPayload(events=...)).to_json()`` gives, without
+    parsing and serialising every event again for every client (tests/shared check the equality).
+    """
+    envelope = Envelope()
+    return (
+        f'{{"id":"{envelope.id}","timestamp":{envelope.timestamp},"type":"{MessageType.EVENT_BATCH.value}",'
+        f'"payload":{{"events":[{",".join(frames)}]}}}}'
+    )
+
+
 # ==== unions ========================================================================================
 
 AgentToHub = Annotated[

@@ -29,8 +29,6 @@ from shared.protocol import (
     DashboardReady,
     DashboardReadyPayload,
     EmergencyStop,
-    EventBatch,
-    EventBatchPayload,
     Ping,
     Pong,
     QueueReorderMessage,
@@ -39,6 +37,7 @@ from shared.protocol import (
     ServerHeartbeatPayload,
     StreamEvent,
     error,
+    event_batch_frame,
     now_ms,
     parse_dashboard_message,
     parse_stream_event,
@@ -49,11 +48,6 @@ router = APIRouter()
 
 #: Events replayed on resume, at most; older gaps are refetched over REST (``resumed: false``).
 MAX_REPLAY = 100_000
-
-
-def _batch(frames: list[str]) -> str:
-    events = [parse_stream_event(frame) for frame in frames]
-    return EventBatch(payload=EventBatchPayload(events=events)).to_json()
 
 
 class DashboardClient:
@@ -146,7 +140,7 @@ async def dashboard_socket(ws: WebSocket) -> None:
         return
     conn, principal = accepted
     conn.label = f"dashboard {principal.subject}"
-    conn.on_batch = _batch
+    conn.on_batch = event_batch_frame
     client = DashboardClient(conn)
     hub.dashboards.add(client)
     try:

@@ -153,3 +153,34 @@ def test_command_create_targets() -> None:
     assert (
         CommandCreate.model_validate({"content": "x", "targetAgents": ["a"], "type": "PLAN"}).type == "PLAN"
     )
+
+
+def test_event_batch_frame_equals_the_model_serialisation() -> None:
+    from shared.protocol import event_batch_frame
+
+    events = [
+        TerminalStream(
+            payload=TerminalStreamPayload(
+                command_id="c",
+                agent_id="a",
+                agent_name="n",
+                agent_type=AgentType.SHELL,
+                stream_type=StreamType.STDOUT,
+                content=f'line "{n}"\n\u00e9',
+                sequence=n,
+                emitted_at=1,
+            ),
+            position=f"1-{n}",
+        )
+        for n in range(3)
+    ]
+    frame = event_batch_frame([e.to_json() for e in events])
+    parsed = parse_hub_to_dashboard(frame)
+    assert isinstance(parsed, EventBatch)
+    assert parsed.payload.events == events
+    assert (
+        frame
+        == EventBatch(
+            id=parsed.id, timestamp=parsed.timestamp, payload=EventBatchPayload(events=events)
+        ).to_json()
+    )
