@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from server import keys
 from server.queue.scripts import ADVANCE_STATUS, PUBLISH_EVENTS
 from shared.enums import ExecutionStatus
+from shared.protocol import StreamEnvelope, stream_json
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ MAX_UNFLUSHED = 20_000
 
 
 def encode(event: BaseModel) -> str:
+    if isinstance(event, StreamEnvelope):
+        return stream_json(event)
     return event.model_dump_json(by_alias=True)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import redis
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -33,7 +33,7 @@ from server.store import Store
 from server.worker import spawn_pool
 from shared.api import AuditLog
 from shared.config import Settings
-from shared.protocol import AgentStatusMessage, AuditEvent, StreamEvent, now_ms, parse_stream_event
+from shared.protocol import AgentStatusMessage, AuditEvent, now_ms, stream_frame
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def parse_position(value: str | bytes) -> Position:
 
 
 class StreamClient(Protocol):
-    def deliver(self, position: Position, event: StreamEvent) -> None: ...
+    def deliver(self, position: Position, frame: str) -> None: ...
 
 
 class AgentSink(Protocol):
@@ -204,14 +204,10 @@ class Hub:
                     data = fields.get(b"m")
                     if data is None:
                         continue
-                    try:
-                        event = parse_stream_event(data)
-                    except ValidationError:
-                        log.error("unreadable event %s in the stream", entry_id)
-                        continue
-                    event.position = f"{position[0]}-{position[1]}"
+                    # Written by the hubs and jobs through the protocol models: relayed as it is.
+                    frame = stream_frame(data, f"{position[0]}-{position[1]}")
                     for client in list(self.dashboards):
-                        client.deliver(position, event)
+                        client.deliver(position, frame)
         finally:
             await reader.aclose()
 

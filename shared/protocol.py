@@ -520,6 +520,20 @@ class EventBatch(Envelope):
     payload: EventBatchPayload
 
 
+def stream_frame(event_json: str | bytes, position: str) -> str:
+    """The frame a TUI gets for a stream event: its JSON as stored (serialised without
+    ``position``, see :func:`stream_json`) with the stream position added, so the relay neither
+    parses nor serialises events (tests/shared check the result parses to the same event)."""
+    text = event_json.decode() if isinstance(event_json, bytes) else event_json
+    return f'{{"position":"{position}",{text[1:]}'
+
+
+def stream_json(event: StreamEnvelope) -> str:
+    """A stream event as stored in the hub's event stream: without ``position``, which the stream
+    itself assigns."""
+    return event.model_dump_json(by_alias=True, exclude={"position"})
+
+
 def event_batch_frame(frames: list[str]) -> str:
     """The JSON of ``EventBatch`` holding the already serialised stream events ``frames``.
 

@@ -35,12 +35,11 @@ from shared.protocol import (
     RequestOk,
     RequestOkPayload,
     ServerHeartbeatPayload,
-    StreamEvent,
     error,
     event_batch_frame,
     now_ms,
     parse_dashboard_message,
-    parse_stream_event,
+    stream_frame,
 )
 
 log = logging.getLogger(__name__)
@@ -57,22 +56,22 @@ class DashboardClient:
         self.conn = conn
         self.last_sent: Position = (0, 0)
         self.live = False
-        self._held: list[tuple[Position, StreamEvent]] = []
+        self._held: list[tuple[Position, str]] = []
 
-    def deliver(self, position: Position, event: StreamEvent) -> None:
+    def deliver(self, position: Position, frame: str) -> None:
         if not self.live:
-            self._held.append((position, event))
+            self._held.append((position, frame))
             return
         if position <= self.last_sent:
             return
         self.last_sent = position
-        self.conn.send(event, batchable=True)
+        self.conn.send_raw(frame, batchable=True)
 
     def go_live(self) -> None:
         self.live = True
         held, self._held = self._held, []
-        for position, event in held:
-            self.deliver(position, event)
+        for position, frame in held:
+            self.deliver(position, frame)
 
 
 async def _replay(hub: Hub, client: DashboardClient, resume_from: str) -> bool:
@@ -88,13 +87,11 @@ async def _replay(hub: Hub, client: DashboardClient, resume_from: str) -> bool:
             break
         for entry_id, fields in entries:
             position = parse_position(entry_id)
-            try:
-                event = parse_stream_event(fields[b"m"])
-            except (ValidationError, KeyError):
-                continue
-            event.position = f"{position[0]}-{position[1]}"
             client.last_sent = position
-            client.conn.send(event, batchable=True)
+            data = fields.get(b"m") if fields else None
+            if data is None:
+                continue
+            client.conn.send_raw(stream_frame(data, f"{position[0]}-{position[1]}"), batchable=True)
             sent += 1
         last = parse_position(entries[-1][0])
         cursor = f"({last[0]}-{last[1]}"

@@ -184,3 +184,25 @@ def test_event_batch_frame_equals_the_model_serialisation() -> None:
             id=parsed.id, timestamp=parsed.timestamp, payload=EventBatchPayload(events=events)
         ).to_json()
     )
+
+
+def test_stream_frame_adds_the_position_to_the_stored_event() -> None:
+    from shared.protocol import stream_frame, stream_json
+
+    event = TerminalStream(
+        payload=TerminalStreamPayload(
+            command_id="c",
+            agent_id="a",
+            agent_name="n",
+            agent_type=AgentType.SHELL,
+            stream_type=StreamType.STDOUT,
+            content='{"position": "nope"}',
+            sequence=0,
+            emitted_at=1,
+        ),
+        position="9-9",
+    )
+    stored = stream_json(event)
+    assert '"position":"9-9"' not in stored
+    relayed = parse_hub_to_dashboard(stream_frame(stored.encode(), "12-3"))
+    assert relayed == event.model_copy(update={"position": "12-3"})
