@@ -1,4 +1,10 @@
-"""``onsembl-agent KIND --name NAME --server URL --token TOKEN [--workdir DIR] [-- ARGS...]``."""
+"""``onsembl-agent KIND --name NAME --server URL --token TOKEN [--workdir DIR] [-- ARGS...]``.
+
+KIND is claude, gemini, codex or shell. Settings come from the flags, then the environment
+(``ONSEMBL_SERVER_URL``, ``ONSEMBL_TOKEN``, ``ONSEMBL_AGENT_NAME``, ``ONSEMBL_WORKDIR``,
+``ONSEMBL_AGENT_STATE_DIR``), then a TOML file (``--config`` or ``ONSEMBL_AGENT_CONFIG``) with the
+same names in lower case: ``server``, ``token``, ``name``, ``workdir``, ``state_dir``, ``args``.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,23 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import subprocess
 import sys
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from shared.enums import AgentType
+import platformdirs
 
-KINDS = {"shell": AgentType.SHELL}
+from wrapper.adapters import ADAPTERS, Adapter
+
+if TYPE_CHECKING:
+    from wrapper.client import AgentClient
+
+log = logging.getLogger("onsembl.agent")
+EXIT_CONFIG = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,41 +37,128 @@ def build_parser() -> argparse.ArgumentParser:
         prog="onsembl-agent",
         description="Wrap an agent CLI and connect it to an Onsembl hub.",
         epilog=(
-            "Example: onsembl-agent shell --name box1 --server http://127.0.0.1:8700 --token $T -- bash -c"
+            "Examples:\n"
+            "  onsembl-agent claude --name reviewer --server http://hub:8700 --token $T -- --model sonnet\n"
+            "  onsembl-agent shell --name box1 --server http://127.0.0.1:8700 --token $T -- bash -lc"
         ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("kind", choices=sorted(KINDS), help="which agent CLI to run")
-    parser.add_argument("--name", help="the agent's name (informational; the token fixes the agent)")
+    parser.add_argument("kind", choices=sorted(ADAPTERS), help="which agent CLI to run")
+    parser.add_argument("--name", help="the agent's name (informational: the token fixes the agent)")
+    parser.add_argument("--server", help="hub base URL, http(s)://host:port (ONSEMBL_SERVER_URL)")
+    parser.add_argument("--token", help="agent token from `onsembl token agent NAME` (ONSEMBL_TOKEN)")
+    parser.add_argument("--workdir", help="working directory of the commands (default: the current one)")
     parser.add_argument(
-        "--server", default=os.environ.get("ONSEMBL_SERVER_URL"), help="hub base URL (ONSEMBL_SERVER_URL)"
+        "--state-dir", type=Path, help="where the agent keeps its session and unsent messages"
     )
-    parser.add_argument(
-        "--token", default=os.environ.get("ONSEMBL_TOKEN"), help="agent token (ONSEMBL_TOKEN)"
-    )
-    parser.add_argument("--workdir", default=None, help="working directory of the commands")
-    parser.add_argument(
-        "--heartbeat", type=float, default=float(os.environ.get("ONSEMBL_HEARTBEAT_INTERVAL_S", "30"))
-    )
-    parser.add_argument("--log-level", default=os.environ.get("ONSEMBL_LOG_LEVEL", "INFO"), type=str.upper)
+    parser.add_argument("--config", type=Path, help="TOML file with the same settings (ONSEMBL_AGENT_CONFIG)")
+    parser.add_argument("--heartbeat", type=float, help="seconds between heartbeats (default 30)")
+    parser.add_argument("--log-level", type=str.upper, help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
 
-async def _run(args: argparse.Namespace, program: list[str]) -> int:
-    from wrapper.client import AgentClient
-    from wrapper.executor import Executor, ShellAdapter
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags, then environment, then the TOML file."""
+    file: dict[str, Any] = {}
+    config = args.config or (
+        Path(os.environ["ONSEMBL_AGENT_CONFIG"]) if os.environ.get("ONSEMBL_AGENT_CONFIG") else None
+    )
+    if config is not None:
+        try:
+            file = tomllib.loads(config.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SystemExit(f"onsembl-agent: cannot read {config}: {exc}") from exc
+    env = {
+        "server": os.environ.get("ONSEMBL_SERVER_URL"),
+        "token": os.environ.get("ONSEMBL_TOKEN"),
+        "name": os.environ.get("ONSEMBL_AGENT_NAME"),
+        "workdir": os.environ.get("ONSEMBL_WORKDIR"),
+        "state_dir": os.environ.get("ONSEMBL_AGENT_STATE_DIR"),
+        "heartbeat": os.environ.get("ONSEMBL_HEARTBEAT_INTERVAL_S"),
+        "log_level": os.environ.get("ONSEMBL_LOG_LEVEL"),
+    }
+    flags = {
+        "server": args.server,
+        "token": args.token,
+        "name": args.name,
+        "workdir": args.workdir,
+        "state_dir": args.state_dir,
+        "heartbeat": args.heartbeat,
+        "log_level": args.log_level,
+    }
+    merged = {
+        key: next((v for v in (flags.get(key), env.get(key), file.get(key)) if v not in (None, "")), None)
+        for key in flags
+    }
+    merged["args"] = list(args.args) if args.args else [str(a) for a in file.get("args", [])]
+    return merged
 
-    executor = Executor(ShellAdapter(program), workdir=args.workdir)
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v not in (None, "")), None)
+
+
+def cli_version(adapter: Adapter) -> str:
+    """What ``<cli> --version`` says, for the agent's record."""
+    program = shutil.which(adapter.program) if adapter.program else None
+    if program is None:
+        return ""
     try:
-        client = AgentClient(
-            server=args.server,
-            token=args.token,
-            agent_type=KINDS[args.kind],
-            executor=executor,
-            heartbeat_s=args.heartbeat,
+        done = subprocess.run(
+            [program, "--version"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL
         )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (
+        (done.stdout or done.stderr).strip().splitlines()[0][:200]
+        if (done.stdout or done.stderr).strip()
+        else ""
+    )
+
+
+def build_client(kind: str, config: dict[str, Any]) -> AgentClient | int:
+    """The agent's client, or an exit code after saying what is wrong with the configuration."""
+    from wrapper.client import AgentClient, agent_id_from_token
+    from wrapper.executor import Executor
+    from wrapper.outbox import Outbox
+    from wrapper.state import AgentState
+
+    try:
+        agent_id = agent_id_from_token(config["token"])
     except ValueError as exc:
         print(f"onsembl-agent: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    adapter = ADAPTERS[kind](config["args"] or None)
+    if kind != "shell" and shutil.which(adapter.program) is None:
+        print(
+            f"onsembl-agent: `{adapter.program}` is not on PATH; install it or use another KIND",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    state_dir = Path(
+        config["state_dir"]
+        or Path(platformdirs.user_state_dir("onsembl", appauthor=False)) / "agents" / agent_id
+    )
+    state = AgentState(state_dir)
+    workdir = str(Path(config["workdir"]).resolve()) if config["workdir"] else os.getcwd()
+    if not Path(workdir).is_dir():
+        print(f"onsembl-agent: --workdir {workdir} is not a directory", file=sys.stderr)
+        return EXIT_CONFIG
+    executor = Executor(adapter, state, workdir=workdir)
+    version = cli_version(adapter) if kind != "shell" else ""
+    client = AgentClient(
+        server=config["server"],
+        token=config["token"],
+        agent_type=adapter.agent_type,
+        executor=executor,
+        version=f"onsembl-agent; {version}" if version else "onsembl-agent",
+        heartbeat_s=float(config["heartbeat"] or 30),
+        outbox=Outbox(spill_path=state_dir / "outbox.jsonl"),
+    )
+    return client
+
+
+async def _run(client: AgentClient) -> int:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -66,7 +170,7 @@ async def _run(args: argparse.Namespace, program: list[str]) -> int:
         return 0
     finally:
         with contextlib.suppress(Exception):
-            await executor.shutdown()
+            await client.executor.shutdown()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,18 +182,19 @@ def main(argv: list[str] | None = None) -> None:
         argv, extra = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
     args.args = extra
+    config = resolve(args)
     from shared.logs import setup_logging
 
-    setup_logging(args.log_level)
-    if not args.server or not args.token:
+    setup_logging(config["log_level"] or "INFO")
+    if not config["server"] or not config["token"]:
         print(
             "onsembl-agent: give --server and --token (or ONSEMBL_SERVER_URL and ONSEMBL_TOKEN)",
             file=sys.stderr,
         )
-        raise SystemExit(2)
-    program = list(args.args)
-    if args.kind == "shell" and not program:
-        program = ["bash", "-lc"]
-    if args.name:
-        logging.getLogger("onsembl.agent").info("agent %s starting", args.name)
-    raise SystemExit(asyncio.run(_run(args, program)))
+        raise SystemExit(EXIT_CONFIG)
+    if config["name"]:
+        log.info("agent %s (%s) starting", config["name"], args.kind)
+    client = build_client(args.kind, config)
+    if isinstance(client, int):
+        raise SystemExit(client)
+    raise SystemExit(asyncio.run(_run(client)))

@@ -84,6 +84,7 @@ class AgentClient:
     def __post_init__(self) -> None:
         self.agent_id = agent_id_from_token(self.token)
         self.executor.bind(self.agent_id, self.outbox, self.health)
+        self.executor.input_listeners.append(self._needs_input)
 
     async def run_forever(self) -> int:
         backoff = BACKOFF_START_S
@@ -199,6 +200,9 @@ class AgentClient:
                 log.warning("hub error %s: %s", message.payload.code, message.payload.message)
                 if message.payload.code is ErrorCode.AUTH_FAILED and not message.payload.recoverable:
                     raise AuthRefused(message.payload.message)
+
+    def _needs_input(self, command_id: str, request_id: str, tool_name: str, tool_input: object) -> None:
+        log.warning("command %s waits for approval of %s (request %s)", command_id, tool_name, request_id)
 
     async def _control(self, action: ControlAction, reason: str) -> None:
         log.info("control %s (%s)", action.value, reason or "no reason given")

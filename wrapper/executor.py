@@ -1,21 +1,22 @@
-"""Runs the commands the hub sends, one at a time, and reports them: COMMAND_ACK, TERMINAL_OUTPUT
-(coalesced so a chatty program stays under the hub's message rate), COMMAND_COMPLETE.
+"""Runs the commands the hub sends, one at a time, through the agent's adapter, and reports them:
+COMMAND_ACK, TERMINAL_OUTPUT (coalesced so a chatty CLI stays under the hub's message rate),
+TRACE_EVENT, INVESTIGATION_REPORT, COMMAND_COMPLETE.
 
 A request the executor already has (the hub sends again until it hears an ACK) is acknowledged
-again, never run twice. The time limit is enforced here as well as by the hub."""
+again, never run twice. The time limit and the token budget are enforced here as well as by the
+hub, and the completion says which one ended the command.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any
 
-from shared.enums import AckStatus, CompletionStatus, EndReason, StreamType
+from shared.enums import AckStatus, CommandType, CompletionStatus, EndReason, StreamType, TraceType
 from shared.protocol import (
     CommandAck,
     CommandAckPayload,
@@ -24,10 +25,16 @@ from shared.protocol import (
     CommandRequestPayload,
     TerminalOutput,
     TerminalOutputPayload,
+    TraceEvent,
+    TraceEventPayload,
 )
+from wrapper.adapters.base import Adapter, Outcome, StreamParser
 from wrapper.health import HealthSampler
 from wrapper.outbox import Outbox
 from wrapper.process import CommandProcess
+from wrapper.prompts import build_prompt
+from wrapper.report import report_message
+from wrapper.state import AgentState
 
 log = logging.getLogger("onsembl.agent")
 
@@ -38,20 +45,6 @@ MAX_CHUNK_CHARS = 256 * 1024
 #: Finished commands remembered, so a repeated request is answered, not run again.
 REMEMBER = 500
 ANSI_ESCAPE = "\x1b["
-
-
-class Adapter(Protocol):
-    def argv(self, request: CommandRequestPayload) -> list[str]: ...
-
-
-@dataclass
-class ShellAdapter:
-    """``shell -- bash -lc``: each command's text becomes the last argument of the program."""
-
-    program: list[str]
-
-    def argv(self, request: CommandRequestPayload) -> list[str]:
-        return [*self.program, request.content]
 
 
 @dataclass
@@ -66,7 +59,7 @@ class OutputChunker:
     _last_flush: float = 0.0
     _timer: asyncio.TimerHandle | None = None
 
-    async def add(self, stream: StreamType, text: str) -> None:
+    def add(self, stream: StreamType, text: str) -> None:
         if self._stream is not None and stream is not self._stream:
             self.flush()
         self._stream = stream
@@ -103,13 +96,177 @@ class OutputChunker:
         self.sequence += 1
 
 
-@dataclass
-class Running:
-    request: CommandRequestPayload
-    task: asyncio.Task[None]
-    process: CommandProcess | None = None
-    cancel_reason: EndReason | None = None
-    cancel_message: str = ""
+class CommandRun:
+    """One command on this agent: the adapter's Reporter, and the limits."""
+
+    def __init__(self, executor: Executor, request: CommandRequestPayload) -> None:
+        self.executor = executor
+        self.request = request
+        self.command_id = request.command_id
+        self.agent_id = executor.agent_id
+        self.chunker = OutputChunker(self.command_id, self.agent_id, executor.outbox)
+        self.process: CommandProcess | None = None
+        self.parser: StreamParser | None = None
+        self.cancel_reason: EndReason | None = None
+        self.cancel_message = ""
+        self.tokens_used = 0
+        self.cost_usd = 0.0
+        self.final_answer = ""
+        self.session_id: str | None = None
+        self.pending_input: dict[str, Any] = {}
+        self._cancel_task: asyncio.Task[None] | None = None
+
+    # ---- Reporter --------------------------------------------------------------------------------
+
+    def output(self, stream: StreamType, text: str) -> None:
+        self.chunker.add(stream, text)
+
+    def trace(
+        self,
+        trace_id: str,
+        type: TraceType,
+        name: str,
+        *,
+        parent_id: str | None = None,
+        content: Any = None,
+        started_at: int | None = None,
+        completed_at: int | None = None,
+        duration_ms: int | None = None,
+        tokens_used: int = 0,
+        error: str | None = None,
+    ) -> None:
+        self.executor.outbox.put(
+            TraceEvent(
+                payload=TraceEventPayload(
+                    command_id=self.command_id,
+                    agent_id=self.agent_id,
+                    trace_id=_trace_id(trace_id),
+                    parent_id=_trace_id(parent_id) if parent_id else None,
+                    type=type,
+                    name=name[:500],
+                    content=content,
+                    started_at=started_at,
+                    completed_at=completed_at,
+                    duration_ms=max(0, duration_ms) if duration_ms is not None else None,
+                    tokens_used=max(0, tokens_used),
+                    error=error,
+                )
+            )
+        )
+
+    def tokens(self, total: int) -> None:
+        self.tokens_used = max(0, total)
+        budget = self.request.execution_constraints.token_budget
+        if budget is not None and self.tokens_used > budget and self.cancel_reason is None:
+            self.cancel(
+                EndReason.TOKEN_BUDGET, f"token budget of {budget} exceeded ({self.tokens_used} tokens)"
+            )
+
+    def cost(self, usd: float) -> None:
+        self.cost_usd = max(0.0, usd)
+
+    def session(self, session_id: str) -> None:
+        self.session_id = session_id
+
+    def version(self, version: str) -> None:
+        self.executor.cli_version = version
+
+    def answer(self, text: str) -> None:
+        self.final_answer = text
+
+    def turn_finished(self) -> None:
+        if self.process is not None:
+            self.process.close_stdin()
+
+    def needs_input(self, request_id: str, tool_name: str, tool_input: Any) -> None:
+        self.pending_input[request_id] = tool_input
+        self.executor.on_needs_input(self, request_id, tool_name, tool_input)
+
+    # ---- control --------------------------------------------------------------------------------
+
+    def cancel(self, reason: EndReason, message: str) -> None:
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+            self.cancel_message = message
+        if self.process is not None and self._cancel_task is None:
+            self._cancel_task = asyncio.create_task(
+                self.process.cancel(self.executor.adapter.interrupt_line()), name=f"cancel-{self.command_id}"
+            )
+
+    async def answer_permission(self, request_id: str, allow: bool, message: str) -> bool:
+        if self.process is None or request_id not in self.pending_input:
+            return False
+        line = self.executor.adapter.permission_reply(
+            request_id, allow, message, self.pending_input.pop(request_id)
+        )
+        return line is not None and await self.process.write(line)
+
+    # ---- the run --------------------------------------------------------------------------------
+
+    async def execute(self) -> CommandComplete:
+        executor = self.executor
+        request = self.request
+        started = time.monotonic()
+        prompt = build_prompt(request.type, request.content)
+        session = executor.state.session_id
+        invocation = executor.adapter.invocation(prompt, session)
+        self.parser = executor.adapter.parser(self)
+        self.process = CommandProcess(invocation, cwd=executor.workdir)
+        limit_ms = request.execution_constraints.time_limit_ms
+        exit_code: int | None = None
+        outcome: Outcome
+        parser = self.parser
+        run = asyncio.create_task(
+            self.process.run(parser.feed, lambda line: self.chunker.add(StreamType.STDERR, line)),
+            name=f"process-{self.command_id}",
+        )
+        try:
+            done, _ = await asyncio.wait({run}, timeout=limit_ms / 1000 if limit_ms else None)
+            if not done:
+                self.cancel(EndReason.TIME_LIMIT, f"time limit of {limit_ms} ms reached")
+            exit_code = await run
+            outcome = parser.finish(exit_code, list(self.process.stderr_tail), self.cancel_reason)
+        except OSError as exc:
+            outcome = Outcome(
+                CompletionStatus.FAILED, EndReason.ERROR, f"could not start {invocation.argv[0]}: {exc}"
+            )
+            self.chunker.add(StreamType.STDERR, outcome.error + "\n" if outcome.error else "\n")
+        if self._cancel_task is not None:
+            await self._cancel_task
+        if outcome.status is CompletionStatus.CANCELLED and self.cancel_message:
+            outcome.error = self.cancel_message
+        self.chunker.flush()
+        if self.session_id and self.session_id != session:
+            executor.state.set_session(self.session_id)
+        remember = getattr(executor.adapter, "remember", None)
+        if callable(remember):
+            remember(self.session_id)
+        if request.type is CommandType.INVESTIGATE and (
+            self.final_answer or outcome.status is CompletionStatus.COMPLETED
+        ):
+            executor.outbox.put(report_message(self.command_id, self.agent_id, self.final_answer))
+        elapsed = int((time.monotonic() - started) * 1000)
+        executor.health.record(elapsed, self.tokens_used, self.cost_usd)
+        return CommandComplete(
+            payload=CommandCompletePayload(
+                command_id=self.command_id,
+                agent_id=self.agent_id,
+                status=outcome.status,
+                error=outcome.error,
+                execution_time=elapsed,
+                tokens_used=self.tokens_used,
+                cost_usd=self.cost_usd,
+                reason=outcome.reason,
+                exit_code=exit_code,
+                output_lines=self.chunker.sequence,
+            )
+        )
+
+
+def _trace_id(value: str) -> str:
+    """Trace ids travel as protocol ids: letters, digits and ``_.:-`` only."""
+    cleaned = "".join(c if c.isalnum() or c in "_.:-" else "-" for c in value)[:128]
+    return cleaned or "trace"
 
 
 class RequestQueue(asyncio.Queue[CommandRequestPayload]):
@@ -125,17 +282,19 @@ class RequestQueue(asyncio.Queue[CommandRequestPayload]):
 
 
 class Executor:
-    def __init__(self, adapter: Adapter, workdir: str | None = None) -> None:
+    def __init__(self, adapter: Adapter, state: AgentState, workdir: str | None = None) -> None:
         self.adapter = adapter
+        self.state = state
         self.workdir = workdir
         self.agent_id = ""
+        self.cli_version = ""
         self.outbox: Outbox
         self.health: HealthSampler
-        self.running: dict[str, Running] = {}
+        self.running: dict[str, CommandRun] = {}
         self.finished: OrderedDict[str, CommandComplete] = OrderedDict()
         self._queue = RequestQueue()
         self._worker: asyncio.Task[None] | None = None
-        self._cancels: set[asyncio.Task[None]] = set()
+        self.input_listeners: list[Any] = []
 
     def bind(self, agent_id: str, outbox: Outbox, health: HealthSampler) -> None:
         self.agent_id = agent_id
@@ -146,7 +305,12 @@ class Executor:
         return list(self.running)
 
     def new_session(self) -> None:
-        """A fresh conversation next time; the shell adapter has none to reset."""
+        """The next command starts a fresh conversation."""
+        self.state.set_session(None)
+
+    def on_needs_input(self, run: CommandRun, request_id: str, tool_name: str, tool_input: Any) -> None:
+        for listener in self.input_listeners:
+            listener(run.command_id, request_id, tool_name, tool_input)
 
     def _ack(self, command_id: str, status: AckStatus) -> None:
         self.outbox.put(
@@ -175,94 +339,37 @@ class Executor:
     async def _work(self) -> None:
         while True:
             request = await self._queue.get()
-            task = asyncio.create_task(self._run(request), name=f"command-{request.command_id}")
-            self.running[request.command_id] = Running(request=request, task=task)
+            run = CommandRun(self, request)
+            self.running[request.command_id] = run
+            self._ack(request.command_id, AckStatus.EXECUTING)
             try:
-                await task
-            except asyncio.CancelledError:
-                raise
-            except Exception:
+                complete = await run.execute()
+            except Exception as exc:
                 log.exception("command %s failed in the wrapper", request.command_id)
-            finally:
-                self.running.pop(request.command_id, None)
-
-    async def _run(self, request: CommandRequestPayload) -> None:
-        command_id = request.command_id
-        entry = self.running[command_id]
-        self._ack(command_id, AckStatus.EXECUTING)
-        started = time.monotonic()
-        chunker = OutputChunker(command_id, self.agent_id, self.outbox)
-        process = CommandProcess(self.adapter.argv(request), cwd=self.workdir, env=os.environ.copy())
-        entry.process = process
-        limit_ms = request.execution_constraints.time_limit_ms
-        exit_code: int | None = None
-        error: str | None = None
-        run = asyncio.create_task(process.run(chunker.add))
-        try:
-            if limit_ms:
-                done, _ = await asyncio.wait({run}, timeout=limit_ms / 1000)
-                if not done:
-                    entry.cancel_reason = entry.cancel_reason or EndReason.TIME_LIMIT
-                    entry.cancel_message = entry.cancel_message or f"time limit of {limit_ms} ms reached"
-                    await process.cancel()
-            exit_code = await run
-        except OSError as exc:
-            error = f"could not start {process.argv[0]}: {exc}"
-            chunker.outbox.put(
-                TerminalOutput(
-                    payload=TerminalOutputPayload(
-                        command_id=command_id,
+                complete = CommandComplete(
+                    payload=CommandCompletePayload(
+                        command_id=request.command_id,
                         agent_id=self.agent_id,
-                        stream_type=StreamType.STDERR,
-                        content=error + "\n",
-                        sequence=chunker.sequence,
+                        status=CompletionStatus.FAILED,
+                        error=f"the wrapper failed: {exc}",
+                        reason=EndReason.ERROR,
                     )
                 )
-            )
-            chunker.sequence += 1
-        chunker.flush()
-        elapsed = int((time.monotonic() - started) * 1000)
-        if entry.cancel_reason is not None:
-            status, reason = CompletionStatus.CANCELLED, entry.cancel_reason
-            error = entry.cancel_message or None
-        elif error is None and exit_code == 0:
-            status, reason = CompletionStatus.COMPLETED, EndReason.FINISHED
-        else:
-            status, reason = CompletionStatus.FAILED, EndReason.ERROR
-            error = error or f"exited with code {exit_code}"
-        complete = CommandComplete(
-            payload=CommandCompletePayload(
-                command_id=command_id,
-                agent_id=self.agent_id,
-                status=status,
-                error=error,
-                execution_time=elapsed,
-                reason=reason,
-                exit_code=exit_code,
-                output_lines=chunker.sequence,
-            )
-        )
-        self.finished[command_id] = complete
-        while len(self.finished) > REMEMBER:
-            self.finished.popitem(last=False)
-        self.health.record(elapsed)
-        self.outbox.put(complete)
-        log.info("command %s %s in %d ms", command_id, status.value.lower(), elapsed)
+            finally:
+                self.running.pop(request.command_id, None)
+            self.finished[request.command_id] = complete
+            while len(self.finished) > REMEMBER:
+                self.finished.popitem(last=False)
+            self.outbox.put(complete)
+            log.info("command %s %s", request.command_id, complete.payload.status.value.lower())
 
     def cancel(self, command_id: str, reason: EndReason, message: str) -> None:
-        entry = self.running.get(command_id)
-        if entry is not None:
-            if entry.cancel_reason is None:
-                entry.cancel_reason = reason
-                entry.cancel_message = message
-            if entry.process is not None:
-                task = asyncio.create_task(entry.process.cancel(), name=f"cancel-{command_id}")
-                self._cancels.add(task)
-                task.add_done_callback(self._cancels.discard)
+        run = self.running.get(command_id)
+        if run is not None:
+            run.cancel(reason, message)
             return
         # Still waiting here: drop it and report it cancelled.
-        waiting = [r for r in self._queue.waiting() if r.command_id == command_id]
-        for request in waiting:
+        for request in [r for r in self._queue.waiting() if r.command_id == command_id]:
             self._queue.withdraw(request)
             complete = CommandComplete(
                 payload=CommandCompletePayload(
@@ -280,11 +387,18 @@ class Executor:
         for command_id in list(self.running):
             self.cancel(command_id, EndReason.AGENT_STOPPED, message)
 
+    async def answer_input(self, command_id: str, request_id: str, allow: bool, message: str) -> bool:
+        run = self.running.get(command_id)
+        return run is not None and await run.answer_permission(request_id, allow, message)
+
     async def shutdown(self) -> None:
-        for entry in list(self.running.values()):
-            if entry.process is not None:
-                await entry.process.cancel()
+        for run in list(self.running.values()):
+            run.cancel(EndReason.AGENT_STOPPED, "the agent wrapper is stopping")
+            if run._cancel_task is not None:
+                await run._cancel_task
         if self._worker is not None:
             self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._worker
+            except asyncio.CancelledError:
+                pass

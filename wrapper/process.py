@@ -1,5 +1,7 @@
-"""A command's process: its own process group, output read line by line, and a cancel that
-escalates SIGINT -> SIGTERM -> SIGKILL to the whole group so nothing is left behind."""
+"""A command's process: its own process group, stdout and stderr read line by line, stdin kept for
+the CLIs that take control messages there, and a cancel that escalates (the CLI's own interrupt,
+then SIGINT, SIGTERM and SIGKILL to the whole group). Whatever is left in the group when the
+command's process ends is killed: no orphans."""
 
 from __future__ import annotations
 
@@ -7,42 +9,84 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Callable
 
-from shared.enums import StreamType
+from wrapper.adapters.base import Invocation
 
-LineSink = Callable[[StreamType, str], Awaitable[None]]
+LineSink = Callable[[str], None]
 
-#: Seconds between the steps of a cancel.
-ESCALATION_S = (2.0, 3.0)
+#: Seconds to wait after each step of a cancel: the CLI's interrupt, SIGINT, SIGTERM.
+ESCALATION_S = (3.0, 2.0, 3.0)
 #: Longest line kept whole; longer ones are split (the protocol limits message size).
 MAX_LINE = 64 * 1024
+STDERR_TAIL = 20
+#: After the process exits, how long its output may take to drain before the group is swept.
+DRAIN_S = 1.0
 
 
 class CommandProcess:
-    def __init__(self, argv: Sequence[str], cwd: str | None, env: dict[str, str] | None = None) -> None:
-        self.argv = list(argv)
+    def __init__(self, invocation: Invocation, cwd: str | None) -> None:
+        self.invocation = invocation
         self.cwd = cwd
-        self.env = env
         self.proc: asyncio.subprocess.Process | None = None
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
+        self.started = asyncio.Event()
 
-    async def run(self, sink: LineSink) -> int:
+    @property
+    def argv(self) -> list[str]:
+        return self.invocation.argv
+
+    async def run(self, on_stdout: LineSink, on_stderr: LineSink) -> int:
+        env = dict(os.environ)
+        env.update(self.invocation.env)
         self.proc = await asyncio.create_subprocess_exec(
-            *self.argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            *self.invocation.argv,
+            stdin=asyncio.subprocess.PIPE
+            if self.invocation.stdin is not None
+            else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=self.cwd,
-            env=self.env,
+            env=env,
             start_new_session=True,
             limit=MAX_LINE,
         )
+        self.started.set()
+        if self.invocation.stdin is not None:
+            await self.write(self.invocation.stdin)
+            if not self.invocation.keep_stdin_open:
+                self.close_stdin()
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        await asyncio.gather(
-            _pump(self.proc.stdout, StreamType.STDOUT, sink),
-            _pump(self.proc.stderr, StreamType.STDERR, sink),
-        )
-        return await self.proc.wait()
+
+        def stderr_line(line: str) -> None:
+            self.stderr_tail.append(line)
+            on_stderr(line)
+
+        pumps = asyncio.gather(_pump(self.proc.stdout, on_stdout), _pump(self.proc.stderr, stderr_line))
+        code = await self.proc.wait()
+        try:
+            await asyncio.wait_for(asyncio.shield(pumps), DRAIN_S)
+        except TimeoutError:
+            pass
+        # Children that outlived the command (or hold its pipes open) go with it.
+        self._signal_group(signal.SIGKILL)
+        await pumps
+        return code
+
+    async def write(self, text: str) -> bool:
+        if self.proc is None or self.proc.stdin is None or self.proc.stdin.is_closing():
+            return False
+        try:
+            self.proc.stdin.write(text.encode())
+            await self.proc.stdin.drain()
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+
+    def close_stdin(self) -> None:
+        if self.proc is not None and self.proc.stdin is not None and not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
 
     def _signal_group(self, sig: signal.Signals) -> None:
         if self.proc is None:
@@ -50,29 +94,36 @@ class CommandProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 
-    async def cancel(self) -> None:
-        """Interrupt, then terminate, then kill the process group, until it is gone."""
-        if self.proc is None:
+    async def _exited_within(self, seconds: float) -> bool:
+        assert self.proc is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self.proc.wait()), seconds)
+            return True
+        except TimeoutError:
+            return False
+
+    async def cancel(self, interrupt_line: str | None = None) -> None:
+        """The CLI's own interrupt, then SIGINT, SIGTERM, and SIGKILL of the group, until it ends."""
+        await self.started.wait()
+        if self.proc is None or self.proc.returncode is not None:
             return
-        for sig, wait in ((signal.SIGINT, ESCALATION_S[0]), (signal.SIGTERM, ESCALATION_S[1])):
-            if self.proc.returncode is not None:
-                break
+        if interrupt_line is not None and await self.write(interrupt_line):
+            if await self._exited_within(ESCALATION_S[0]):
+                return
+        for sig, wait in ((signal.SIGINT, ESCALATION_S[1]), (signal.SIGTERM, ESCALATION_S[2])):
             self._signal_group(sig)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.proc.wait(), wait)
-        # The leader may be gone while children in its group live on: always sweep the group.
+            if await self._exited_within(wait):
+                return
         self._signal_group(signal.SIGKILL)
 
 
-async def _pump(stream: asyncio.StreamReader, kind: StreamType, sink: LineSink) -> None:
+async def _pump(stream: asyncio.StreamReader, sink: LineSink) -> None:
     while True:
         try:
             line = await stream.readline()
-        except ValueError:
+        except (ValueError, asyncio.LimitOverrunError):
             # A line longer than the buffer: take what is there.
-            line = await stream.read(MAX_LINE)
-        except asyncio.LimitOverrunError:
             line = await stream.read(MAX_LINE)
         if not line:
             return
-        await sink(kind, line.decode(errors="replace"))
+        sink(line.decode(errors="replace"))
