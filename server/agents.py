@@ -156,7 +156,9 @@ class AgentDirectory:
 def build_agent(row: AgentRow, live: dict[str, str], queue_length: int, paused: bool, stopped: bool) -> Agent:
     status = AgentStatus(live.get("status") or AgentStatus.OFFLINE.value)
     current = live.get("current_command") or None
-    if stopped:
+    if live.get("waiting_input"):
+        activity = AgentActivity.WAITING_INPUT
+    elif stopped:
         activity = AgentActivity.STOPPED
     elif paused:
         activity = AgentActivity.PAUSED

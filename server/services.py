@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 
@@ -25,6 +26,7 @@ from shared.api import (
     EmergencyStopResult,
     Execution,
     ExecutionConstraints,
+    InputAnswer,
 )
 from shared.enums import (
     CommandType,
@@ -42,6 +44,8 @@ from shared.protocol import (
     CommandStatusPayload,
     EmergencyStopResultMessage,
     EmergencyStopResultPayload,
+    InputResponse,
+    InputResponsePayload,
     QueueUpdate,
     now_ms,
 )
@@ -474,3 +478,52 @@ async def emergency_stop(
     )
     await hub.audit(actor, "emergency_stop", reason=reason, **result.wire())
     return result
+
+
+# ---- approvals --------------------------------------------------------------------------------------
+
+
+async def answer_input(hub: Hub, actor: str, command_id: str, answer: InputAnswer) -> None:
+    """Forward a user's allow/deny to the agent whose command waits for it."""
+    command = await get_command(hub, command_id)
+    candidates = [
+        e for e in command.executions if answer.agent_id in (None, e.agent_id) and not e.status.terminal
+    ]
+    for execution in candidates:
+        raw = await hub.redis.hget(keys.agent(execution.agent_id), "waiting_input")
+        if raw is None:
+            continue
+        waiting = json.loads(raw)
+        if waiting.get("commandId") != command_id or waiting.get("requestId") != answer.request_id:
+            continue
+        if not waiting.get("canAnswer", True):
+            raise conflict(
+                "this agent cannot be answered from the hub; change its permissions and send again"
+            )
+        delivered = await hub.send_to_agent(
+            execution.agent_id,
+            InputResponse(
+                payload=InputResponsePayload(
+                    command_id=command_id,
+                    request_id=answer.request_id,
+                    allow=answer.allow,
+                    message=answer.message,
+                )
+            ),
+        )
+        if not delivered:
+            raise ServiceError(
+                ErrorCode.AGENT_OFFLINE, "the agent is not connected; try again when it is", 409
+            )
+        await hub.redis.hdel(keys.agent(execution.agent_id), "waiting_input")
+        await hub.publish_agent(execution.agent_id)
+        await hub.audit(
+            actor,
+            "command.input_answered",
+            command_id=command_id,
+            agent_id=execution.agent_id,
+            request_id=answer.request_id,
+            allow=answer.allow,
+        )
+        return
+    raise not_found("pending approval", f"{command_id}/{answer.request_id}")

@@ -152,6 +152,15 @@ class ControlRequest(WireModel):
     reason: Annotated[str, Field(max_length=1000, strict=True)] = ""
 
 
+class InputAnswer(WireModel):
+    """A user's answer to an agent waiting for an approval."""
+
+    request_id: Id
+    allow: SBool
+    message: Annotated[str, Field(max_length=2000, strict=True)] = ""
+    agent_id: Id | None = None
+
+
 class EmergencyStopResult(WireModel):
     cancelled_running: NonNegInt
     cleared_queued: NonNegInt

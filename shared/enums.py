@@ -25,6 +25,8 @@ class AgentActivity(StrEnum):
     QUEUED = "QUEUED"
     PAUSED = "PAUSED"
     STOPPED = "STOPPED"
+    #: Blocked on an approval (a tool permission) that a user can give from the hub.
+    WAITING_INPUT = "WAITING_INPUT"
 
 
 class CommandType(StrEnum):

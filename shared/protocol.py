@@ -67,8 +67,10 @@ class MessageType(StrEnum):
     COMMAND_COMPLETE = "COMMAND_COMPLETE"
     INVESTIGATION_REPORT = "INVESTIGATION_REPORT"
     AGENT_ERROR = "AGENT_ERROR"
+    NEEDS_INPUT = "NEEDS_INPUT"
     # hub -> agent
     COMMAND_REQUEST = "COMMAND_REQUEST"
+    INPUT_RESPONSE = "INPUT_RESPONSE"
     COMMAND_CANCEL = "COMMAND_CANCEL"
     AGENT_CONTROL = "AGENT_CONTROL"
     TOKEN_REFRESH = "TOKEN_REFRESH"
@@ -80,6 +82,7 @@ class MessageType(StrEnum):
     AGENT_CONTROL_REQUEST = "AGENT_CONTROL_REQUEST"
     QUEUE_REORDER = "QUEUE_REORDER"
     EMERGENCY_STOP = "EMERGENCY_STOP"
+    INPUT_RESPONSE_REQUEST = "INPUT_RESPONSE_REQUEST"
     PING = "PING"
     # hub -> dashboard
     DASHBOARD_READY = "DASHBOARD_READY"
@@ -95,8 +98,16 @@ class MessageType(StrEnum):
     REQUEST_OK = "REQUEST_OK"
     PONG = "PONG"
     EVENT_BATCH = "EVENT_BATCH"
+    INPUT_REQUIRED = "INPUT_REQUIRED"
     # both ways
     ERROR = "ERROR"
+
+
+def to_id(value: str, fallback: str = "id") -> str:
+    """An arbitrary string (a CLI's tool-use id, say) made into a protocol id: letters, digits and
+    ``_.:-`` only, at most 128 characters."""
+    cleaned = "".join(c if c.isalnum() or c in "_.:-" else "-" for c in value)[:128]
+    return cleaned or fallback
 
 
 def now_ms() -> int:
@@ -234,6 +245,24 @@ class AgentError(Envelope):
     payload: AgentErrorPayload
 
 
+class NeedsInputPayload(WireModel):
+    """The agent is blocked on an approval: a tool permission the CLI asks for."""
+
+    command_id: Id
+    agent_id: Id
+    request_id: Id
+    tool_name: Annotated[str, Field(max_length=200, strict=True)]
+    tool_input: Any = None
+    #: True when the CLI waits for an answer the hub can give (Claude's stdio permission prompt);
+    #: False when the tool was denied already (the user has to change the agent's permissions).
+    can_answer: SBool = True
+
+
+class NeedsInput(Envelope):
+    type: Literal[MessageType.NEEDS_INPUT] = MessageType.NEEDS_INPUT
+    payload: NeedsInputPayload
+
+
 # ==== hub -> agent ==================================================================================
 
 
@@ -269,6 +298,18 @@ class AgentControlPayload(WireModel):
 class AgentControl(Envelope):
     type: Literal[MessageType.AGENT_CONTROL] = MessageType.AGENT_CONTROL
     payload: AgentControlPayload
+
+
+class InputResponsePayload(WireModel):
+    command_id: Id
+    request_id: Id
+    allow: SBool
+    message: Annotated[str, Field(max_length=2000, strict=True)] = ""
+
+
+class InputResponse(Envelope):
+    type: Literal[MessageType.INPUT_RESPONSE] = MessageType.INPUT_RESPONSE
+    payload: InputResponsePayload
 
 
 class TokenRefreshPayload(WireModel):
@@ -366,6 +407,19 @@ class EmergencyStopPayload(WireModel):
 class EmergencyStop(Envelope):
     type: Literal[MessageType.EMERGENCY_STOP] = MessageType.EMERGENCY_STOP
     payload: EmergencyStopPayload = Field(default_factory=EmergencyStopPayload)
+
+
+class InputResponseRequestPayload(WireModel):
+    command_id: Id
+    agent_id: Id | None = None
+    request_id: Id
+    allow: SBool
+    message: Annotated[str, Field(max_length=2000, strict=True)] = ""
+
+
+class InputResponseRequest(Envelope):
+    type: Literal[MessageType.INPUT_RESPONSE_REQUEST] = MessageType.INPUT_RESPONSE_REQUEST
+    payload: InputResponseRequestPayload
 
 
 class PingPayload(WireModel):
@@ -472,6 +526,18 @@ class AuditEvent(StreamEnvelope):
     payload: AuditLog
 
 
+class InputRequiredPayload(NeedsInputPayload):
+    agent_name: SStr = ""
+    at: EpochMs = 0
+
+
+class InputRequired(StreamEnvelope):
+    """An agent waits for an approval: the TUI alerts, and may answer with INPUT_RESPONSE_REQUEST."""
+
+    type: Literal[MessageType.INPUT_REQUIRED] = MessageType.INPUT_REQUIRED
+    payload: InputRequiredPayload
+
+
 class EmergencyStopResultPayload(EmergencyStopResult):
     request_id: Id | None = None
 
@@ -504,7 +570,8 @@ StreamEvent = Annotated[
     | QueueUpdate
     | ReportReady
     | AuditEvent
-    | EmergencyStopResultMessage,
+    | EmergencyStopResultMessage
+    | InputRequired,
     Field(discriminator="type"),
 ]
 
@@ -558,11 +625,12 @@ AgentToHub = Annotated[
     | CommandComplete
     | InvestigationReport
     | AgentError
+    | NeedsInput
     | Error,
     Field(discriminator="type"),
 ]
 HubToAgent = Annotated[
-    CommandRequest | CommandCancel | AgentControl | TokenRefresh | ServerHeartbeat | Error,
+    CommandRequest | CommandCancel | AgentControl | InputResponse | TokenRefresh | ServerHeartbeat | Error,
     Field(discriminator="type"),
 ]
 DashboardToHub = Annotated[
@@ -572,6 +640,7 @@ DashboardToHub = Annotated[
     | AgentControlRequest
     | QueueReorderMessage
     | EmergencyStop
+    | InputResponseRequest
     | Ping,
     Field(discriminator="type"),
 ]
@@ -586,6 +655,7 @@ HubToDashboard = Annotated[
     | ReportReady
     | AuditEvent
     | EmergencyStopResultMessage
+    | InputRequired
     | RequestOk
     | Pong
     | EventBatch

@@ -28,7 +28,11 @@ from shared.protocol import (
     CommandCancel,
     CommandRequest,
     Error,
+    InputResponse,
+    NeedsInput,
+    NeedsInputPayload,
     parse_hub_to_agent,
+    to_id,
 )
 from wrapper.executor import Executor
 from wrapper.health import HealthSampler
@@ -194,6 +198,12 @@ class AgentClient:
                 self.executor.cancel(
                     message.payload.command_id, message.payload.end_reason, message.payload.reason
                 )
+            elif isinstance(message, InputResponse):
+                answer = message.payload
+                if not await self.executor.answer_input(
+                    answer.command_id, answer.request_id, answer.allow, answer.message
+                ):
+                    log.warning("no pending approval %s for command %s", answer.request_id, answer.command_id)
             elif isinstance(message, AgentControl):
                 await self._control(message.payload.action, message.payload.reason)
             elif isinstance(message, Error):
@@ -201,8 +211,22 @@ class AgentClient:
                 if message.payload.code is ErrorCode.AUTH_FAILED and not message.payload.recoverable:
                     raise AuthRefused(message.payload.message)
 
-    def _needs_input(self, command_id: str, request_id: str, tool_name: str, tool_input: object) -> None:
+    def _needs_input(
+        self, command_id: str, request_id: str, tool_name: str, tool_input: object, can_answer: bool
+    ) -> None:
         log.warning("command %s waits for approval of %s (request %s)", command_id, tool_name, request_id)
+        self.outbox.put(
+            NeedsInput(
+                payload=NeedsInputPayload(
+                    command_id=command_id,
+                    agent_id=self.agent_id,
+                    request_id=to_id(request_id),
+                    tool_name=tool_name[:200],
+                    tool_input=tool_input,
+                    can_answer=can_answer,
+                )
+            )
+        )
 
     async def _control(self, action: ControlAction, reason: str) -> None:
         log.info("control %s (%s)", action.value, reason or "no reason given")

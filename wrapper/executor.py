@@ -27,6 +27,7 @@ from shared.protocol import (
     TerminalOutputPayload,
     TraceEvent,
     TraceEventPayload,
+    to_id,
 )
 from wrapper.adapters.base import Adapter, Outcome, StreamParser
 from wrapper.health import HealthSampler
@@ -140,8 +141,8 @@ class CommandRun:
                 payload=TraceEventPayload(
                     command_id=self.command_id,
                     agent_id=self.agent_id,
-                    trace_id=_trace_id(trace_id),
-                    parent_id=_trace_id(parent_id) if parent_id else None,
+                    trace_id=to_id(trace_id),
+                    parent_id=to_id(parent_id) if parent_id else None,
                     type=type,
                     name=name[:500],
                     content=content,
@@ -178,9 +179,10 @@ class CommandRun:
         if self.process is not None:
             self.process.close_stdin()
 
-    def needs_input(self, request_id: str, tool_name: str, tool_input: Any) -> None:
-        self.pending_input[request_id] = tool_input
-        self.executor.on_needs_input(self, request_id, tool_name, tool_input)
+    def needs_input(self, request_id: str, tool_name: str, tool_input: Any, can_answer: bool = True) -> None:
+        if can_answer:
+            self.pending_input[to_id(request_id)] = (request_id, tool_input)
+        self.executor.on_needs_input(self, request_id, tool_name, tool_input, can_answer)
 
     # ---- control --------------------------------------------------------------------------------
 
@@ -196,9 +198,8 @@ class CommandRun:
     async def answer_permission(self, request_id: str, allow: bool, message: str) -> bool:
         if self.process is None or request_id not in self.pending_input:
             return False
-        line = self.executor.adapter.permission_reply(
-            request_id, allow, message, self.pending_input.pop(request_id)
-        )
+        original_id, tool_input = self.pending_input.pop(request_id)
+        line = self.executor.adapter.permission_reply(original_id, allow, message, tool_input)
         return line is not None and await self.process.write(line)
 
     # ---- the run --------------------------------------------------------------------------------
@@ -263,12 +264,6 @@ class CommandRun:
         )
 
 
-def _trace_id(value: str) -> str:
-    """Trace ids travel as protocol ids: letters, digits and ``_.:-`` only."""
-    cleaned = "".join(c if c.isalnum() or c in "_.:-" else "-" for c in value)[:128]
-    return cleaned or "trace"
-
-
 class RequestQueue(asyncio.Queue[CommandRequestPayload]):
     """A queue whose waiting requests can be looked at and withdrawn."""
 
@@ -308,9 +303,11 @@ class Executor:
         """The next command starts a fresh conversation."""
         self.state.set_session(None)
 
-    def on_needs_input(self, run: CommandRun, request_id: str, tool_name: str, tool_input: Any) -> None:
+    def on_needs_input(
+        self, run: CommandRun, request_id: str, tool_name: str, tool_input: Any, can_answer: bool
+    ) -> None:
         for listener in self.input_listeners:
-            listener(run.command_id, request_id, tool_name, tool_input)
+            listener(run.command_id, request_id, tool_name, tool_input, can_answer)
 
     def _ack(self, command_id: str, status: AckStatus) -> None:
         self.outbox.put(

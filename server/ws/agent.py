@@ -31,7 +31,10 @@ from shared.protocol import (
     CommandStatus,
     CommandStatusPayload,
     Error,
+    InputRequired,
+    InputRequiredPayload,
     InvestigationReport,
+    NeedsInput,
     ReportReady,
     ServerHeartbeat,
     ServerHeartbeatPayload,
@@ -149,6 +152,8 @@ class AgentSession:
                 created_at=message.timestamp,
             )
             await hub.publish(ReportReady(payload=report))
+        elif isinstance(message, NeedsInput):
+            await self.on_needs_input(message)
         elif isinstance(message, AgentError):
             failure = message.payload
             log.warning("agent %s reports %s: %s", self.row.name, failure.error_type, failure.message)
@@ -166,6 +171,27 @@ class AgentSession:
             )
         elif isinstance(message, AgentConnect):
             self.conn.send(error(ErrorCode.INVALID_MESSAGE, "already connected", request_id=message.id))
+
+    async def on_needs_input(self, message: NeedsInput) -> None:
+        hub = self.hub
+        need = message.payload
+        if await self.execution_of(need.command_id) is None:
+            await self.unknown_command(need.command_id, message.id)
+            return
+        required = InputRequiredPayload(**need.model_dump(), agent_name=self.row.name, at=message.timestamp)
+        await hub.redis.hset(
+            keys.agent(self.agent_id), "waiting_input", required.model_dump_json(by_alias=True)
+        )
+        await hub.publish(InputRequired(payload=required))
+        await hub.publish_agent(self.agent_id, self.row)
+        await hub.audit(
+            f"agent:{self.row.name}",
+            "agent.needs_input",
+            agent_id=self.agent_id,
+            command_id=need.command_id,
+            tool=need.tool_name,
+            can_answer=need.can_answer,
+        )
 
     async def on_ack(self, message: CommandAck) -> None:
         hub = self.hub
@@ -245,6 +271,8 @@ class AgentSession:
         current = await hub.redis.hget(keys.agent(self.agent_id), "current_command")
         if current is not None and as_text(current) == p.command_id:
             await hub.agents.set_current(self.agent_id, None)
+        # Whatever it waited for is moot now.
+        await hub.redis.hdel(keys.agent(self.agent_id), "waiting_input")
         self._executions.pop(p.command_id, None)
         await publish_queues(hub, {self.agent_id})
 

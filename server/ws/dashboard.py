@@ -16,6 +16,7 @@ from server.errors import ServiceError
 from server.hub import Hub, Position, parse_position
 from server.redis_text import stream_entries
 from server.ws.connection import Connection, validation_details
+from shared.api import InputAnswer
 from shared.enums import ErrorCode
 from shared.protocol import (
     MAX_DASHBOARD_MESSAGE_BYTES,
@@ -29,6 +30,7 @@ from shared.protocol import (
     DashboardReady,
     DashboardReadyPayload,
     EmergencyStop,
+    InputResponseRequest,
     Ping,
     Pong,
     QueueReorderMessage,
@@ -116,6 +118,20 @@ async def _handle(hub: Hub, conn: Connection, user: str, message: object) -> Non
     elif isinstance(message, EmergencyStop):
         # The result reaches every TUI as EMERGENCY_STOP_RESULT through the stream.
         await services.emergency_stop(hub, user, message.payload.reason, request_id=message.id)
+    elif isinstance(message, InputResponseRequest):
+        answer = message.payload
+        await services.answer_input(
+            hub,
+            user,
+            answer.command_id,
+            InputAnswer(
+                request_id=answer.request_id,
+                allow=answer.allow,
+                message=answer.message,
+                agent_id=answer.agent_id,
+            ),
+        )
+        conn.send(RequestOk(payload=RequestOkPayload(request_id=message.id)))
     elif isinstance(message, Ping):
         conn.send(Pong(payload=ServerHeartbeatPayload(server_time=now_ms(), next_ping_expected=30_000)))
     elif isinstance(message, DashboardConnect):

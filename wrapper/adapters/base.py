@@ -71,7 +71,9 @@ class Reporter(Protocol):
     def turn_finished(self) -> None:
         """The CLI reported the end of the turn (its process may still be open)."""
 
-    def needs_input(self, request_id: str, tool_name: str, tool_input: Any) -> None: ...
+    def needs_input(
+        self, request_id: str, tool_name: str, tool_input: Any, can_answer: bool = True
+    ) -> None: ...
 
 
 class StreamParser(ABC):

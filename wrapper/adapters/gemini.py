@@ -119,7 +119,7 @@ class GeminiParser(JsonLinesParser):
             error=error,
         )
         if error and "denied by policy" in error.lower():
-            self.reporter.needs_input(tool_id, name, {"denied": error})
+            self.reporter.needs_input(tool_id, name, {"denied": error}, can_answer=False)
 
     def _result(self, event: dict[str, Any]) -> None:
         stats = event.get("stats") or {}

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
 
 from server import services
 from server.api.deps import HubDep, Limit, Offset, UserDep
 from server.db.models import CommandRow, ExecutionRow, OutputLineRow, TraceRow
 from server.errors import not_found
-from shared.api import CancelRequest, Command, CommandCreate, OutputLine, Page, TraceEventRecord
+from shared.api import CancelRequest, Command, CommandCreate, InputAnswer, OutputLine, Page, TraceEventRecord
 from shared.enums import CommandType, ExecutionStatus, StreamType, TraceType
 
 router = APIRouter(prefix="/commands", tags=["commands"])
@@ -69,6 +69,13 @@ async def cancel_command(
 ) -> Command:
     body = body or CancelRequest()
     return await services.cancel_command(hub, user.subject, command_id, body.agent_id, body.reason)
+
+
+@router.post("/{command_id}/input", status_code=204)
+async def answer_input(command_id: str, body: InputAnswer, hub: HubDep, user: UserDep) -> Response:
+    """Allow or deny what an agent waits for on this command (Claude's permission prompt)."""
+    await services.answer_input(hub, user.subject, command_id, body)
+    return Response(status_code=204)
 
 
 @router.get("/{command_id}/output", response_model=Page[OutputLine])
