@@ -36,4 +36,5 @@ _TEMPLATES = {
 
 def build_prompt(kind: CommandType, text: str) -> str:
     template = _TEMPLATES.get(kind)
-    return text if template is None else template.format(text=text)
+    # The schema has braces of its own: substitute, do not format.
+    return text if template is None else template.replace("{text}", text)
