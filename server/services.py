@@ -20,6 +20,7 @@ from server.queue.executions import ExecutionSpec, ReorderError
 from server.redis_text import as_text, as_texts
 from shared.api import (
     AgentQueue,
+    ChangeSet,
     Command,
     CommandCreate,
     ControlResult,
@@ -105,6 +106,7 @@ async def command_record(hub: Hub, session: AsyncSession, row: CommandRow) -> Co
             tokens_used=r.tokens_used,
             cost_usd=r.cost_usd,
             output_lines=r.output_lines,
+            changes=ChangeSet.model_validate(r.changes) if r.changes else None,
         )
         for r in rows
     ]

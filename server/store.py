@@ -299,6 +299,8 @@ async def _apply_status(session: AsyncSession, event: CommandStatus) -> None:
         values["tokens_used"] = p.tokens_used
     if p.cost_usd:
         values["cost_usd"] = p.cost_usd
+    if p.changes is not None:
+        values["changes"] = p.changes.wire()
     await session.execute(
         update(ExecutionRow)
         .where(

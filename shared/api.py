@@ -86,6 +86,26 @@ class CommandCreate(WireModel):
         return self
 
 
+class FileChange(WireModel):
+    path: SStr
+    #: added, modified or deleted
+    status: SStr = "modified"
+    added: NonNegInt = 0
+    removed: NonNegInt = 0
+    binary: SBool = False
+
+
+class ChangeSet(WireModel):
+    """What a command changed in its agent's working tree (recorded by the wrapper with git)."""
+
+    files: list[FileChange] = Field(default_factory=list)
+    added: NonNegInt = 0
+    removed: NonNegInt = 0
+    #: The unified diff, cut at about 200 KiB (then ``truncated``).
+    patch: SStr = ""
+    truncated: SBool = False
+
+
 class Execution(WireModel):
     """One command on one agent."""
 
@@ -103,6 +123,7 @@ class Execution(WireModel):
     tokens_used: NonNegInt = 0
     cost_usd: SFloat = 0.0
     output_lines: NonNegInt = 0
+    changes: ChangeSet | None = None
 
 
 class Command(WireModel):

@@ -22,6 +22,7 @@ from shared.api import (
     Agent,
     AgentQueue,
     AuditLog,
+    ChangeSet,
     Command,
     CommandCreate,
     EmergencyStopResult,
@@ -210,6 +211,8 @@ class CommandCompletePayload(WireModel):
     exit_code: SInt | None = None
     #: Output sequence numbers sent for this command (the last is output_lines - 1).
     output_lines: NonNegInt | None = None
+    #: What the command changed in the agent's working tree, when it works in a git repository.
+    changes: ChangeSet | None = None
 
 
 class CommandComplete(Envelope):
@@ -472,6 +475,7 @@ class CommandStatusPayload(WireModel):
     tokens_used: NonNegInt = 0
     cost_usd: Annotated[float, Field(ge=0, strict=True)] = 0.0
     output_lines: NonNegInt | None = None
+    changes: ChangeSet | None = None
 
 
 class CommandStatus(StreamEnvelope):

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", help="agent token from `onsembl token agent NAME` (ONSEMBL_TOKEN)")
     parser.add_argument("--workdir", help="working directory of the commands (default: the current one)")
     parser.add_argument(
+        "--worktree",
+        action="store_true",
+        help="work in the agent's own git worktree and branch of the repository in --workdir",
+    )
+    parser.add_argument(
         "--state-dir", type=Path, help="where the agent keeps its session and unsent messages"
     )
     parser.add_argument("--config", type=Path, help="TOML file with the same settings (ONSEMBL_AGENT_CONFIG)")
@@ -90,6 +95,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         key: next((v for v in (flags.get(key), env.get(key), file.get(key)) if v not in (None, "")), None)
         for key in flags
     }
+    merged["worktree"] = bool(args.worktree or file.get("worktree") or os.environ.get("ONSEMBL_WORKTREE"))
     merged["args"] = list(args.args) if args.args else [str(a) for a in file.get("args", [])]
     return merged
 
@@ -144,6 +150,17 @@ def build_client(kind: str, config: dict[str, Any]) -> AgentClient | int:
     if not Path(workdir).is_dir():
         print(f"onsembl-agent: --workdir {workdir} is not a directory", file=sys.stderr)
         return EXIT_CONFIG
+    if config["worktree"]:
+        from wrapper.changes import ensure_worktree
+
+        branch = "onsembl/" + "".join(
+            c if c.isalnum() or c in "-_" else "-" for c in (config["name"] or agent_id)
+        )
+        try:
+            workdir = ensure_worktree(workdir, state_dir / "worktree", branch)
+        except RuntimeError as exc:
+            print(f"onsembl-agent: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     executor = Executor(adapter, state, workdir=workdir)
     version = cli_version(adapter) if kind != "shell" else ""
     client = AgentClient(

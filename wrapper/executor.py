@@ -30,6 +30,7 @@ from shared.protocol import (
     to_id,
 )
 from wrapper.adapters.base import Adapter, Outcome, StreamParser
+from wrapper.changes import changes_since, snapshot_async
 from wrapper.health import HealthSampler
 from wrapper.outbox import Outbox
 from wrapper.process import CommandProcess
@@ -214,6 +215,9 @@ class CommandRun:
         self.parser = executor.adapter.parser(self)
         self.process = CommandProcess(invocation, cwd=executor.workdir)
         limit_ms = request.execution_constraints.time_limit_ms
+        before = (
+            await snapshot_async(executor.workdir) if executor.record_changes and executor.workdir else None
+        )
         exit_code: int | None = None
         outcome: Outcome
         parser = self.parser
@@ -246,6 +250,7 @@ class CommandRun:
             self.final_answer or outcome.status is CompletionStatus.COMPLETED
         ):
             executor.outbox.put(report_message(self.command_id, self.agent_id, self.final_answer))
+        changes = await changes_since(executor.workdir, before) if before and executor.workdir else None
         elapsed = int((time.monotonic() - started) * 1000)
         executor.health.record(elapsed, self.tokens_used, self.cost_usd)
         return CommandComplete(
@@ -260,6 +265,7 @@ class CommandRun:
                 reason=outcome.reason,
                 exit_code=exit_code,
                 output_lines=self.chunker.sequence,
+                changes=changes,
             )
         )
 
@@ -277,10 +283,14 @@ class RequestQueue(asyncio.Queue[CommandRequestPayload]):
 
 
 class Executor:
-    def __init__(self, adapter: Adapter, state: AgentState, workdir: str | None = None) -> None:
+    def __init__(
+        self, adapter: Adapter, state: AgentState, workdir: str | None = None, record_changes: bool = True
+    ) -> None:
         self.adapter = adapter
         self.state = state
         self.workdir = workdir
+        #: Record each command's changes to the working tree (when it is a git repository).
+        self.record_changes = record_changes
         self.agent_id = ""
         self.cli_version = ""
         self.outbox: Outbox

@@ -112,6 +112,8 @@ class ExecutionRow(Base):
     tokens_used: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     output_lines: Mapped[int] = mapped_column(Integer, default=0)
+    #: What the command changed in the agent's working tree (shared.api.ChangeSet), if recorded.
+    changes: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class OutputLineRow(Base):

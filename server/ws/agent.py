@@ -250,6 +250,7 @@ class AgentSession:
                 tokens_used=p.tokens_used,
                 cost_usd=p.cost_usd,
                 output_lines=p.output_lines,
+                changes=p.changes,
             )
         )
         applied = await advance_status(

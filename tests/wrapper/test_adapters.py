@@ -68,28 +68,83 @@ def feed(parser: Any, events: list[dict[str, Any]]) -> None:
 
 
 CLAUDE_SUBAGENT = [
-    {"type": "system", "subtype": "init", "session_id": "s-1", "model": "claude-x", "claude_code_version": "2.1.0"},
-    {"type": "assistant", "session_id": "s-1", "parent_tool_use_id": None, "message": {
-        "id": "m1", "model": "claude-x", "content": [
-            {"type": "text", "text": "Let me delegate."},
-            {"type": "tool_use", "id": "toolu_task", "name": "Task", "input": {"prompt": "look"}}],
-        "usage": {"input_tokens": 100, "output_tokens": 20}}},
-    {"type": "assistant", "session_id": "s-1", "parent_tool_use_id": "toolu_task", "message": {
-        "id": "m2", "model": "claude-x", "content": [
-            {"type": "tool_use", "id": "toolu_read", "name": "Read", "input": {"file_path": "a.py"}}],
-        "usage": {"input_tokens": 50, "output_tokens": 10}}},
-    {"type": "user", "parent_tool_use_id": "toolu_task", "message": {"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "toolu_read", "content": "print(1)", "is_error": False}]}},
-    {"type": "user", "parent_tool_use_id": None, "message": {"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "toolu_task", "content": "found it", "is_error": False}]}},
-    {"type": "assistant", "session_id": "s-1", "parent_tool_use_id": None, "message": {
-        "id": "m3", "model": "claude-x", "content": [{"type": "text", "text": "Done: a.py prints 1."}],
-        "usage": {"input_tokens": 200, "output_tokens": 30}}},
+    {
+        "type": "system",
+        "subtype": "init",
+        "session_id": "s-1",
+        "model": "claude-x",
+        "claude_code_version": "2.1.0",
+    },
+    {
+        "type": "assistant",
+        "session_id": "s-1",
+        "parent_tool_use_id": None,
+        "message": {
+            "id": "m1",
+            "model": "claude-x",
+            "content": [
+                {"type": "text", "text": "Let me delegate."},
+                {"type": "tool_use", "id": "toolu_task", "name": "Task", "input": {"prompt": "look"}},
+            ],
+            "usage": {"input_tokens": 100, "output_tokens": 20},
+        },
+    },
+    {
+        "type": "assistant",
+        "session_id": "s-1",
+        "parent_tool_use_id": "toolu_task",
+        "message": {
+            "id": "m2",
+            "model": "claude-x",
+            "content": [
+                {"type": "tool_use", "id": "toolu_read", "name": "Read", "input": {"file_path": "a.py"}}
+            ],
+            "usage": {"input_tokens": 50, "output_tokens": 10},
+        },
+    },
+    {
+        "type": "user",
+        "parent_tool_use_id": "toolu_task",
+        "message": {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_read", "content": "print(1)", "is_error": False}
+            ],
+        },
+    },
+    {
+        "type": "user",
+        "parent_tool_use_id": None,
+        "message": {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_task", "content": "found it", "is_error": False}
+            ],
+        },
+    },
+    {
+        "type": "assistant",
+        "session_id": "s-1",
+        "parent_tool_use_id": None,
+        "message": {
+            "id": "m3",
+            "model": "claude-x",
+            "content": [{"type": "text", "text": "Done: a.py prints 1."}],
+            "usage": {"input_tokens": 200, "output_tokens": 30},
+        },
+    },
     {"type": "brand_new_thing", "x": 1},
-    {"type": "result", "subtype": "success", "is_error": False, "result": "Done: a.py prints 1.",
-     "session_id": "s-1", "total_cost_usd": 0.0123, "num_turns": 3,
-     "usage": {"input_tokens": 350, "output_tokens": 60, "cache_creation_input_tokens": 0}},
-]  # fmt: skip
+    {
+        "type": "result",
+        "subtype": "success",
+        "is_error": False,
+        "result": "Done: a.py prints 1.",
+        "session_id": "s-1",
+        "total_cost_usd": 0.0123,
+        "num_turns": 3,
+        "usage": {"input_tokens": 350, "output_tokens": 60, "cache_creation_input_tokens": 0},
+    },
+]
 
 
 def test_claude_mapping_trace_tree_tokens_and_session() -> None:
@@ -141,11 +196,22 @@ def test_claude_invocation_and_control_lines() -> None:
 
 def test_claude_errors_interrupt_and_permission_request() -> None:
     for result, status, reason in [
-        ({"subtype": "error_max_turns", "is_error": True, "num_turns": 5}, CompletionStatus.FAILED, EndReason.ERROR),
-        ({"subtype": "error_during_execution", "is_error": True, "terminal_reason": "aborted_by_user"},
-         CompletionStatus.CANCELLED, EndReason.INTERRUPTED),
-        ({"subtype": "error_max_budget_usd", "is_error": True}, CompletionStatus.CANCELLED, EndReason.TOKEN_BUDGET),
-    ]:  # fmt: skip
+        (
+            {"subtype": "error_max_turns", "is_error": True, "num_turns": 5},
+            CompletionStatus.FAILED,
+            EndReason.ERROR,
+        ),
+        (
+            {"subtype": "error_during_execution", "is_error": True, "terminal_reason": "aborted_by_user"},
+            CompletionStatus.CANCELLED,
+            EndReason.INTERRUPTED,
+        ),
+        (
+            {"subtype": "error_max_budget_usd", "is_error": True},
+            CompletionStatus.CANCELLED,
+            EndReason.TOKEN_BUDGET,
+        ),
+    ]:
         recorder = Recorder()
         parser = ClaudeAdapter().parser(recorder)
         feed(parser, [{"type": "result", **result}])
@@ -153,8 +219,16 @@ def test_claude_errors_interrupt_and_permission_request() -> None:
         assert (outcome.status, outcome.reason) == (status, reason), result
     recorder = Recorder()
     parser = ClaudeAdapter().parser(recorder)
-    feed(parser, [{"type": "control_request", "request_id": "req-9",
-                   "request": {"subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "rm x"}}}])  # fmt: skip
+    feed(
+        parser,
+        [
+            {
+                "type": "control_request",
+                "request_id": "req-9",
+                "request": {"subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "rm x"}},
+            }
+        ],
+    )
     assert recorder.inputs == [("req-9", "Bash", {"command": "rm x"}, True)]
     # A crash: no result, exit 3, the stderr tail in the error.
     crashed = ClaudeAdapter().parser(Recorder()).finish(3, ["boom\n", "Traceback: x\n"], None)
@@ -166,17 +240,34 @@ def test_gemini_mapping_and_cancel_without_result() -> None:
     recorder = Recorder()
     adapter = GeminiAdapter()
     parser = adapter.parser(recorder)
-    feed(parser, [
-        {"type": "init", "timestamp": "t", "session_id": "g-1", "model": "gemini-2.5-pro"},
-        {"type": "message", "role": "user", "content": "hi"},
-        {"type": "message", "role": "assistant", "content": "Looking", "delta": True},
-        {"type": "tool_use", "tool_name": "read_file", "tool_id": "t1", "parameters": {"path": "a"}},
-        {"type": "tool_result", "tool_id": "t1", "status": "success", "output": "x"},
-        {"type": "tool_use", "tool_name": "run_shell_command", "tool_id": "t2", "parameters": {"command": "rm"}},
-        {"type": "tool_result", "tool_id": "t2", "status": "error", "error": {"type": "policy", "message": "denied by policy"}},
-        {"type": "message", "role": "assistant", "content": " done.", "delta": True},
-        {"type": "result", "status": "success", "stats": {"total_tokens": 321, "input_tokens": 300, "output_tokens": 21}},
-    ])  # fmt: skip
+    feed(
+        parser,
+        [
+            {"type": "init", "timestamp": "t", "session_id": "g-1", "model": "gemini-2.5-pro"},
+            {"type": "message", "role": "user", "content": "hi"},
+            {"type": "message", "role": "assistant", "content": "Looking", "delta": True},
+            {"type": "tool_use", "tool_name": "read_file", "tool_id": "t1", "parameters": {"path": "a"}},
+            {"type": "tool_result", "tool_id": "t1", "status": "success", "output": "x"},
+            {
+                "type": "tool_use",
+                "tool_name": "run_shell_command",
+                "tool_id": "t2",
+                "parameters": {"command": "rm"},
+            },
+            {
+                "type": "tool_result",
+                "tool_id": "t2",
+                "status": "error",
+                "error": {"type": "policy", "message": "denied by policy"},
+            },
+            {"type": "message", "role": "assistant", "content": " done.", "delta": True},
+            {
+                "type": "result",
+                "status": "success",
+                "stats": {"total_tokens": 321, "input_tokens": 300, "output_tokens": 21},
+            },
+        ],
+    )
     assert parser.finish(0, [], None).status is CompletionStatus.COMPLETED
     assert recorder.sessions == ["g-1"] and recorder.token_totals[-1] == 321
     tree = recorder.tree()
@@ -198,15 +289,33 @@ def test_codex_mapping_replaces_thread_totals() -> None:
     assert adapter.invocation("q", None).argv == ["codex", "exec", "--json", "--skip-git-repo-check", "q"]
     first = Recorder()
     parser = adapter.parser(first)
-    feed(parser, [
-        {"type": "thread.started", "thread_id": "th-1"},
-        {"type": "turn.started"},
-        {"type": "item.started", "item": {"id": "i1", "type": "command_execution", "command": "ls", "status": "in_progress"}},
-        {"type": "item.completed", "item": {"id": "i1", "type": "command_execution", "command": "ls",
-                                             "aggregated_output": "a\n", "exit_code": 0, "status": "completed"}},
-        {"type": "item.completed", "item": {"id": "i2", "type": "agent_message", "text": "There is a."}},
-        {"type": "turn.completed", "usage": {"input_tokens": 1000, "cached_input_tokens": 200, "output_tokens": 100}},
-    ])  # fmt: skip
+    feed(
+        parser,
+        [
+            {"type": "thread.started", "thread_id": "th-1"},
+            {"type": "turn.started"},
+            {
+                "type": "item.started",
+                "item": {"id": "i1", "type": "command_execution", "command": "ls", "status": "in_progress"},
+            },
+            {
+                "type": "item.completed",
+                "item": {
+                    "id": "i1",
+                    "type": "command_execution",
+                    "command": "ls",
+                    "aggregated_output": "a\n",
+                    "exit_code": 0,
+                    "status": "completed",
+                },
+            },
+            {"type": "item.completed", "item": {"id": "i2", "type": "agent_message", "text": "There is a."}},
+            {
+                "type": "turn.completed",
+                "usage": {"input_tokens": 1000, "cached_input_tokens": 200, "output_tokens": 100},
+            },
+        ],
+    )
     assert parser.finish(0, [], None).status is CompletionStatus.COMPLETED
     adapter.remember("th-1")
     assert first.token_totals == [1100] and first.sessions == ["th-1"]
