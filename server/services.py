@@ -80,16 +80,20 @@ async def command_record(hub: Hub, session: AsyncSession, row: CommandRow) -> Co
         # The store writes statuses a moment after they happen; Redis has them first.
         pipe = hub.redis.pipeline(transaction=False)
         for r in open_rows:
-            pipe.hmget(keys.execution(r.id), "status", "end_reason", "error", "completed_at", "started_at")
+            pipe.hmget(keys.execution(r.id), *_LIVE_FIELDS)
         for r, values in zip(open_rows, await pipe.execute(), strict=True):
-            if values[0]:
-                status = ExecutionStatus(values[0].decode())
-                if status.rank > ExecutionStatus(r.status).rank:
-                    r.status = status.value
-                    r.end_reason = _text(values[1]) or r.end_reason
-                    r.error = _text(values[2]) or r.error
-                    r.completed_at = int(values[3]) if values[3] else r.completed_at
-                    r.started_at = int(values[4]) if values[4] else r.started_at
+            live = dict(zip(_LIVE_FIELDS, (_text(v) for v in values), strict=True))
+            if live["status"] and ExecutionStatus(live["status"]).rank > ExecutionStatus(r.status).rank:
+                r.status = live["status"]
+                r.end_reason = live["end_reason"] or r.end_reason
+                r.error = live["error"] or r.error
+                r.completed_at = int(live["completed_at"]) if live["completed_at"] else r.completed_at
+                r.started_at = int(live["started_at"]) if live["started_at"] else r.started_at
+                r.tokens_used = int(live["tokens_used"]) if live["tokens_used"] else r.tokens_used
+                r.cost_usd = float(live["cost_usd"]) if live["cost_usd"] else r.cost_usd
+                r.output_lines = int(live["output_lines"]) if live["output_lines"] else r.output_lines
+                if live["changes"]:
+                    r.changes = json.loads(live["changes"])
     execs = [
         Execution(
             id=r.id,
@@ -126,6 +130,20 @@ async def command_record(hub: Hub, session: AsyncSession, row: CommandRow) -> Co
         preset_id=row.preset_id,
         executions=execs,
     )
+
+
+#: What Redis knows of an execution before the store has written it.
+_LIVE_FIELDS = (
+    "status",
+    "end_reason",
+    "error",
+    "completed_at",
+    "started_at",
+    "tokens_used",
+    "cost_usd",
+    "output_lines",
+    "changes",
+)
 
 
 def _text(value: bytes | None) -> str | None:

@@ -225,29 +225,42 @@ class AgentProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-def start_agent(hub: HubProcess, name: str, *program: str, wait_online: bool = True) -> AgentProcess:
+FAKES = Path(__file__).parent / "fakes" / "bin"
+
+
+def start_agent(
+    hub: HubProcess,
+    name: str,
+    *program: str,
+    wait_online: bool = True,
+    kind: str = "shell",
+    workdir: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    options: tuple[str, ...] = (),
+) -> AgentProcess:
+    """A real ``onsembl-agent`` process. For claude, gemini and codex the fake CLIs of tests/fakes
+    come first on PATH, so the wrapper runs them exactly as it would run the real ones."""
     agent_id, token = hub.agent_token(name)
     log_path = hub.data_dir / f"agent-{name}.log"
+    state_dir = hub.data_dir / "agents" / name
     log = open(log_path, "ab")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONSEMBL_")}
-    env.update(ONSEMBL_HEARTBEAT_INTERVAL_S="1", PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(
-        [
-            str(BIN / "onsembl-agent"),
-            "shell",
-            "--name",
-            name,
-            "--server",
-            hub.url,
-            "--token",
-            token,
-            "--",
-            *(program or ("bash", "-c")),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    env.update(
+        ONSEMBL_HEARTBEAT_INTERVAL_S="1",
+        PYTHONUNBUFFERED="1",
+        PATH=f"{FAKES}{os.pathsep}{env.get('PATH', '')}",
+        FAKE_CLI_STATE_DIR=str(hub.data_dir / "fake-cli-state"),
     )
+    env.update(extra_env or {})
+    argv = [str(BIN / "onsembl-agent"), kind, "--name", name, "--server", hub.url, "--token", token]
+    argv += ["--state-dir", str(state_dir), *options]
+    if workdir is not None:
+        argv += ["--workdir", str(workdir)]
+    if kind == "shell":
+        argv += ["--", *(program or ("bash", "-c"))]
+    elif program:
+        argv += ["--", *program]
+    process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     agent = AgentProcess(name, agent_id, process, log_path)
     if wait_online:

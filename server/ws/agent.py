@@ -262,6 +262,11 @@ class AgentSession:
             end_reason=reason.value,
             error=p.error or "",
             completed_at=at,
+            # Kept with the status so a read before the store catches up is whole.
+            tokens_used=p.tokens_used,
+            cost_usd=p.cost_usd,
+            output_lines=p.output_lines or 0,
+            changes=p.changes.model_dump_json(by_alias=True) if p.changes is not None else "",
         )
         if applied:
             await hub.redis.rpush(keys.execution_signals(execution_id), "done")

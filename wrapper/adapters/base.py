@@ -108,6 +108,14 @@ class JsonLinesParser(StreamParser):
     they are; events of a type the adapter does not know are kept as raw trace entries."""
 
     unknown_count = 0
+    #: Tokens estimated from the text seen so far, for CLIs that report usage only at the end.
+    estimated_tokens = 0
+
+    def estimate(self, text: str) -> None:
+        """Count about four characters a token as the text streams, so a token budget can end a
+        command before the CLI's own totals arrive (they replace the estimate when they do)."""
+        self.estimated_tokens += max(1, len(text) // 4)
+        self.reporter.tokens(self.estimated_tokens)
 
     def feed(self, line: str) -> None:
         stripped = line.strip()

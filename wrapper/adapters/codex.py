@@ -81,6 +81,8 @@ class CodexParser(JsonLinesParser):
             self._started[item_id] = at
         started = self._started.get(item_id, at)
         done = kind == "item.completed"
+        if done:
+            self.estimate(str(item.get("text") or item.get("aggregated_output") or ""))
         if item_type == "agent_message":
             if done and item.get("text"):
                 self._answer.append(str(item["text"]))

@@ -62,6 +62,7 @@ class GeminiParser(JsonLinesParser):
                 text = str(event.get("content") or "")
                 self._current_turn()
                 self._text.append(text)
+                self.estimate(text)
                 self.reporter.output(
                     StreamType.STDOUT, text if event.get("delta") else text.rstrip("\n") + "\n"
                 )

@@ -1,0 +1,1 @@
+"""Fake `claude`, `gemini` and `codex` CLIs for tests (standard library only)."""
