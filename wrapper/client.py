@@ -237,10 +237,13 @@ class AgentClient:
             self.executor.new_session()
 
     async def _heartbeat(self) -> None:
+        """Health every heartbeat interval, and at once when it changes (a command ended)."""
         while True:
             self.outbox.put(
                 AgentHeartbeat(
                     payload=AgentHeartbeatPayload(agent_id=self.agent_id, health_metrics=self.health.sample())
                 )
             )
-            await asyncio.sleep(self.heartbeat_s)
+            self.health.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.health.changed.wait(), self.heartbeat_s)

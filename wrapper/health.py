@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -19,12 +20,15 @@ class HealthSampler:
         self.response_ms_total = 0
         self.tokens_used = 0
         self.cost_usd = 0.0
+        #: Set when the numbers changed, so a heartbeat goes out without waiting for the interval.
+        self.changed = asyncio.Event()
 
     def record(self, duration_ms: int, tokens: int = 0, cost: float = 0.0) -> None:
         self.commands_processed += 1
         self.response_ms_total += duration_ms
         self.tokens_used += tokens
         self.cost_usd += cost
+        self.changed.set()
 
     def sample(self) -> HealthMetrics:
         try:

@@ -251,3 +251,59 @@ def test_changes_are_recorded_per_command(hub: HubProcess, tmp_path: Path) -> No
         assert nothing["executions"][0]["changes"]["files"] == []
     finally:
         agent.stop()
+
+
+def test_health_reports_commands_tokens_and_cost(hub: HubProcess, tmp_path: Path) -> None:
+    agent = start_agent(hub, "claude-health", kind="claude", workdir=tmp_path)
+    try:
+        run(hub, agent, "scenario:plain")
+        run(hub, agent, "scenario:plain")
+        with hub.client() as client:
+            health = wait_until(
+                lambda: (
+                    (h := client.get(f"/agents/{agent.agent_id}").json()["health"])["commandsProcessed"] == 2
+                    and h
+                ),
+                10,
+                "health after two commands",
+            )
+        assert health["tokensUsed"] > 0 and health["costUsd"] > 0
+        assert health["memoryBytes"] > 10_000_000 and health["processCount"] >= 1
+        assert health["averageResponseMs"] > 0 and health["uptimeSeconds"] > 0
+    finally:
+        agent.stop()
+
+
+def test_output_survives_a_hub_killed_mid_stream(fresh_hub: HubProcess, tmp_path: Path) -> None:
+    """The wrapper keeps running the command while the hub is away, buffers what it produces and
+    replays it on reconnect; the hub drops what it already had. Stored: every line, once, in order."""
+    import signal
+
+    hub = fresh_hub.start()
+    agent = start_agent(hub, "shell-replay")
+    try:
+        command = send(hub, agent, "for i in $(seq 1 120); do echo line-$i; sleep 0.05; done")
+        with hub.client() as client:
+            wait_until(
+                lambda: client.get(f"/commands/{command['id']}/output").json()["total"] >= 3,
+                10,
+                "some output",
+            )
+        hub.stop(signal.SIGKILL)
+        hub.start()
+        with hub.client() as client:
+            done = wait_command(client, command["id"], 60)
+            assert done["status"] == "COMPLETED", done
+
+            def complete() -> list[dict]:  # type: ignore[type-arg]
+                body = client.get(f"/commands/{command['id']}/output", params={"limit": 5000}).json()
+                items = body["items"]
+                text = "".join(i["content"] for i in items)
+                return items if text.count("\n") >= 120 else []
+
+            items = wait_until(complete, 20, "all output stored")
+        sequences = [i["sequence"] for i in items]
+        assert sequences == list(range(len(items))), sequences  # no gap, no duplicate
+        assert "".join(i["content"] for i in items).split() == [f"line-{n}" for n in range(1, 121)]
+    finally:
+        agent.stop()
