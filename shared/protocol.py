@@ -69,6 +69,7 @@ class MessageType(StrEnum):
     INVESTIGATION_REPORT = "INVESTIGATION_REPORT"
     AGENT_ERROR = "AGENT_ERROR"
     NEEDS_INPUT = "NEEDS_INPUT"
+    AGENT_BATCH = "AGENT_BATCH"
     # hub -> agent
     COMMAND_REQUEST = "COMMAND_REQUEST"
     INPUT_RESPONSE = "INPUT_RESPONSE"
@@ -605,6 +606,16 @@ def stream_json(event: StreamEnvelope) -> str:
     return event.model_dump_json(by_alias=True, exclude={"position"})
 
 
+def agent_batch_frame(frames: list[str]) -> str:
+    """The JSON of ``AgentBatch`` holding the already serialised agent messages ``frames`` (what
+    ``AgentBatch(payload=AgentBatchPayload(messages=...)).to_json()`` gives)."""
+    envelope = Envelope()
+    return (
+        f'{{"id":"{envelope.id}","timestamp":{envelope.timestamp},"type":"{MessageType.AGENT_BATCH.value}",'
+        f'"payload":{{"messages":[{",".join(frames)}]}}}}'
+    )
+
+
 def event_batch_frame(frames: list[str]) -> str:
     """The JSON of ``EventBatch`` holding the already serialised stream events ``frames``.
 
@@ -620,6 +631,33 @@ def event_batch_frame(frames: list[str]) -> str:
 
 # ==== unions ========================================================================================
 
+#: What an agent may put in an AGENT_BATCH: everything it sends but AGENT_CONNECT and batches.
+AgentReport = Annotated[
+    AgentHeartbeat
+    | CommandAck
+    | TerminalOutput
+    | TraceEvent
+    | CommandComplete
+    | InvestigationReport
+    | AgentError
+    | NeedsInput
+    | Error,
+    Field(discriminator="type"),
+]
+
+
+class AgentBatchPayload(WireModel):
+    messages: Annotated[list[AgentReport], Field(min_length=1, max_length=2000)]
+
+
+class AgentBatch(Envelope):
+    """Several agent messages in one frame, handled in order; one message for the rate limit. The
+    wrapper sends what piled up this way, so a chatty CLI is mirrored whole within the limit."""
+
+    type: Literal[MessageType.AGENT_BATCH] = MessageType.AGENT_BATCH
+    payload: AgentBatchPayload
+
+
 AgentToHub = Annotated[
     AgentConnect
     | AgentHeartbeat
@@ -630,6 +668,7 @@ AgentToHub = Annotated[
     | InvestigationReport
     | AgentError
     | NeedsInput
+    | AgentBatch
     | Error,
     Field(discriminator="type"),
 ]

@@ -75,9 +75,22 @@ class Outbox:
             await self._ready.wait()
         return self._unsent[0]
 
-    def sent(self) -> None:
-        """The head was written to the socket."""
-        self._sent.append(self._unsent.popleft())
+    def head(self, max_count: int, max_bytes: int) -> list[str]:
+        """The unsent frames at the front that are in memory now (at least one once next() returned),
+        up to a count and a size, without taking them."""
+        frames: list[str] = []
+        size = 0
+        for frame in self._unsent:
+            if frames and (len(frames) >= max_count or size + len(frame) > max_bytes):
+                break
+            frames.append(frame)
+            size += len(frame)
+        return frames
+
+    def sent(self, count: int = 1) -> None:
+        """The first ``count`` frames were written to the socket."""
+        for _ in range(count):
+            self._sent.append(self._unsent.popleft())
 
     def rewind(self) -> None:
         """After a reconnect: send the recent ones again, then the rest, in order."""

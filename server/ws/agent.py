@@ -23,9 +23,12 @@ from shared.api import Report, TraceEventRecord
 from shared.enums import AckStatus, CompletionStatus, EndReason, ErrorCode, ExecutionStatus
 from shared.protocol import (
     MAX_AGENT_MESSAGE_BYTES,
+    AgentBatch,
     AgentConnect,
     AgentError,
     AgentHeartbeat,
+    AgentReport,
+    AgentToHub,
     CommandAck,
     CommandComplete,
     CommandStatus,
@@ -96,6 +99,26 @@ class AgentSession:
                 request_id=request_id,
             )
         )
+
+    async def receive(self, message: AgentToHub | AgentReport) -> None:
+        """Check that the message speaks for this agent, then handle it; say so when it fails."""
+        payload_agent = getattr(message.payload, "agent_id", self.agent_id)
+        if payload_agent != self.agent_id:
+            self.conn.send(
+                error(ErrorCode.AUTH_FAILED, "agentId does not match this connection", request_id=message.id)
+            )
+            return
+        try:
+            await self.handle(message)
+        except Exception:
+            log.exception("agent %s: failed to handle %s", self.row.name, message.type)
+            self.conn.send(
+                error(
+                    ErrorCode.INTERNAL_ERROR,
+                    f"the hub failed to handle {message.type}",
+                    request_id=message.id,
+                )
+            )
 
     async def handle(self, message: object) -> None:
         hub = self.hub
@@ -396,25 +419,9 @@ async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
                     )
                 )
                 continue
-            payload_agent = getattr(message.payload, "agent_id", row.id)
-            if payload_agent != row.id:
-                conn.send(
-                    error(
-                        ErrorCode.AUTH_FAILED, "agentId does not match this connection", request_id=message.id
-                    )
-                )
-                continue
-            try:
-                await session.handle(message)
-            except Exception:
-                log.exception("agent %s: failed to handle %s", row.name, message.type)
-                conn.send(
-                    error(
-                        ErrorCode.INTERNAL_ERROR,
-                        f"the hub failed to handle {message.type}",
-                        request_id=message.id,
-                    )
-                )
+            # A batch is handled message by message, in order, as if each had come alone.
+            for item in message.payload.messages if isinstance(message, AgentBatch) else [message]:
+                await session.receive(item)
     finally:
         await conn.finish()
         if session is not None and await hub.detach_agent(session.agent_id, session):

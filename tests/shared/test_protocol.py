@@ -206,3 +206,22 @@ def test_stream_frame_adds_the_position_to_the_stored_event() -> None:
     assert '"position":"9-9"' not in stored
     relayed = parse_hub_to_dashboard(stream_frame(stored.encode(), "12-3"))
     assert relayed == event.model_copy(update={"position": "12-3"})
+
+
+def test_agent_batch_frame_parses_to_the_messages_in_order() -> None:
+    from shared.protocol import AgentBatch, agent_batch_frame
+
+    messages = [
+        TerminalOutput(
+            payload=TerminalOutputPayload(
+                command_id="c", agent_id="a", stream_type=StreamType.STDOUT, content=f"{n}\n", sequence=n
+            )
+        )
+        for n in range(3)
+    ]
+    parsed = parse_agent_message(agent_batch_frame([m.to_json() for m in messages]))
+    assert isinstance(parsed, AgentBatch)
+    assert parsed.payload.messages == messages
+    nested = agent_batch_frame([agent_batch_frame([messages[0].to_json()])])
+    with pytest.raises(ValidationError):
+        parse_agent_message(nested)  # no batch inside a batch
