@@ -18,7 +18,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from sqlalchemy import case, update
+from sqlalchemy import case, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -212,6 +212,7 @@ async def apply(session: AsyncSession, events: list[StreamEvent]) -> None:
                     )
                 )
             )
+    await _apply_traces(session, [e for e in events if isinstance(e, TraceUpdate)])
     for event in events:
         if isinstance(event, CommandStatus):
             await _apply_status(session, event)
@@ -230,28 +231,6 @@ async def apply(session: AsyncSession, events: list[StreamEvent]) -> None:
                     capabilities=a.capabilities,
                 )
             )
-        elif isinstance(event, TraceUpdate):
-            t = event.payload
-            values = {
-                "command_id": t.command_id,
-                "agent_id": t.agent_id,
-                "trace_id": t.trace_id,
-                "parent_id": t.parent_id,
-                "type": t.type.value,
-                "name": t.name,
-                "content": t.content,
-                "started_at": t.started_at,
-                "completed_at": t.completed_at,
-                "duration_ms": t.duration_ms,
-                "tokens_used": t.tokens_used,
-                "error": t.error,
-            }
-            stmt = _insert(session, TraceRow).values(values)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["command_id", "agent_id", "trace_id"],
-                set_={k: v for k, v in values.items() if k not in ("command_id", "agent_id", "trace_id")},
-            )
-            await session.execute(stmt)
         elif isinstance(event, ReportReady):
             r = event.payload
             values = {
@@ -281,6 +260,50 @@ async def apply(session: AsyncSession, events: list[StreamEvent]) -> None:
                     details=entry.details,
                 )
             )
+
+
+_TRACE_KEY = ("command_id", "agent_id", "trace_id")
+
+
+async def _apply_traces(session: AsyncSession, updates: list[TraceUpdate]) -> None:
+    """Upsert trace nodes in one statement per chunk. A node comes more than once (a tool call, then
+    its end): later values win, but a value left out (None) never erases one already known."""
+    merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for update_event in updates:
+        t = update_event.payload
+        values: dict[str, Any] = {
+            "command_id": t.command_id,
+            "agent_id": t.agent_id,
+            "trace_id": t.trace_id,
+            "parent_id": t.parent_id,
+            "type": t.type.value,
+            "name": t.name,
+            "content": t.content,
+            "started_at": t.started_at,
+            "completed_at": t.completed_at,
+            "duration_ms": t.duration_ms,
+            "tokens_used": t.tokens_used,
+            "error": t.error,
+        }
+        key = (t.command_id, t.agent_id, t.trace_id)
+        known = merged.get(key)
+        if known is None:
+            merged[key] = values
+        else:
+            known.update({k: v for k, v in values.items() if v is not None and (k != "tokens_used" or v)})
+    rows = list(merged.values())
+    for start in range(0, len(rows), 500):
+        stmt = _insert(session, TraceRow).values(rows[start : start + 500])
+        keep: dict[str, Any] = {
+            column: func.coalesce(getattr(stmt.excluded, column), getattr(TraceRow, column))
+            for column in ("parent_id", "content", "started_at", "completed_at", "duration_ms", "error")
+        }
+        keep["tokens_used"] = case(
+            (stmt.excluded.tokens_used > 0, stmt.excluded.tokens_used), else_=TraceRow.tokens_used
+        )
+        keep["name"] = stmt.excluded.name
+        keep["type"] = stmt.excluded.type
+        await session.execute(stmt.on_conflict_do_update(index_elements=list(_TRACE_KEY), set_=keep))
 
 
 async def _apply_status(session: AsyncSession, event: CommandStatus) -> None:

@@ -141,7 +141,8 @@ class TraceRow(Base):
     parent_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     type: Mapped[str] = mapped_column(String(20))
     name: Mapped[str] = mapped_column(String(500))
-    content: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # None is stored as SQL NULL, so a later update without content keeps the earlier one.
+    content: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
     started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     completed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     duration_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

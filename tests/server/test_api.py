@@ -299,3 +299,45 @@ def test_broadcast_and_emergency_stop(hub: HubProcess, tmp_path: Path) -> None:
     finally:
         for agent in agents:
             agent.stop()
+
+
+async def test_a_trace_node_keeps_its_input_when_its_end_arrives(hub: HubProcess) -> None:
+    """A tool call comes twice (started with its input, then ended without it): the stored node
+    has both, in one batch or across batches."""
+    agent_id, token = hub.agent_token("api-trace-merge")
+    async with connect(
+        hub.ws_url + "/ws/agent", additional_headers={"Authorization": f"Bearer {token}"}
+    ) as ws:
+        await ws.send(
+            AgentConnect(
+                payload=AgentConnectPayload(agent_id=agent_id, agent_type=AgentType.CLAUDE)
+            ).to_json()
+        )
+        await ws.recv()
+        with hub.client() as client:
+            command = client.post("/commands", json={"content": "x", "targetAgents": [agent_id]}).json()
+        while parse_hub_to_agent(await asyncio.wait_for(ws.recv(), 20)).type != "COMMAND_REQUEST":
+            pass
+        cid = command["id"]
+        start = TraceEventPayload(
+            command_id=cid, agent_id=agent_id, trace_id="call-1", type="TOOL_CALL", name="Read",
+            content={"file": "a.py"}, started_at=1000,
+        )  # fmt: skip
+        end = TraceEventPayload(
+            command_id=cid, agent_id=agent_id, trace_id="call-1", type="TOOL_CALL", name="Read",
+            started_at=1000, completed_at=1500, duration_ms=500,
+        )  # fmt: skip
+        await ws.send(TraceEvent(payload=start).to_json())
+        await ws.send(TraceEvent(payload=end).to_json())
+        await ws.send(
+            CommandComplete(
+                payload=CommandCompletePayload(command_id=cid, agent_id=agent_id, status="COMPLETED")
+            ).to_json()
+        )
+        with hub.client() as client:
+            node = wait_until(
+                lambda: (t := client.get(f"/commands/{cid}/traces").json()) and t[0]["completedAt"] and t[0],
+                15,
+                "the node's end",
+            )
+    assert node["content"] == {"file": "a.py"} and node["durationMs"] == 500 and node["startedAt"] == 1000
