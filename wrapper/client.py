@@ -107,6 +107,9 @@ class AgentClient:
                     url,
                     additional_headers={"Authorization": f"Bearer {self.token}"},
                     max_size=None,
+                    # Output is mostly fresh text on a LAN: deflate would cost the CLI's machine
+                    # more CPU than it saves on the wire.
+                    compression=None,
                     open_timeout=10,
                     ping_interval=20,
                     ping_timeout=20,

@@ -368,7 +368,12 @@ class Executor:
             while len(self.finished) > REMEMBER:
                 self.finished.popitem(last=False)
             self.outbox.put(complete)
-            log.info("command %s %s", request.command_id, complete.payload.status.value.lower())
+            log.info(
+                "command %s %s in %d ms",
+                request.command_id,
+                complete.payload.status.value.lower(),
+                complete.payload.execution_time,
+            )
 
     def cancel(self, command_id: str, reason: EndReason, message: str) -> None:
         run = self.running.get(command_id)

@@ -55,6 +55,7 @@ class ClaudeParser(JsonLinesParser):
         super().__init__(reporter)
         #: message id -> its tokens (a message arrives once per content block, with the same usage)
         self._message_tokens: dict[str, int] = {}
+        self._tokens_total = 0
         self._tool_started: dict[str, int] = {}
         self._tool_names: dict[str, str] = {}
         self._tool_parent: dict[str, str | None] = {}
@@ -105,8 +106,10 @@ class ClaudeParser(JsonLinesParser):
         message_id = str(message.get("id") or event.get("uuid") or f"msg-{now_ms()}")
         parent = event.get("parent_tool_use_id")
         tokens = _usage_total(message.get("usage"))
+        # A running total: a message seen again (one event per content block) replaces its count.
+        self._tokens_total += tokens - self._message_tokens.get(message_id, 0)
         self._message_tokens[message_id] = tokens
-        self.reporter.tokens(sum(self._message_tokens.values()))
+        self.reporter.tokens(self._tokens_total)
         at = now_ms()
         texts = []
         for block in message.get("content") or []:
