@@ -88,9 +88,11 @@ def main() -> None:
                             f"the command ended {done['status']}: {done['executions'][0]['error']}"
                         )
 
-                    def stored(cid: str = command_id) -> bool:
+                    expected = done["executions"][0]["outputLines"]
+
+                    def stored(cid: str = command_id, lines: int = expected) -> bool:
                         items = client.get(f"/commands/{cid}/output", params={"limit": 5000}).json()
-                        return items["total"] >= done["executions"][0]["outputLines"]
+                        return bool(items["total"] >= lines)
 
                     wait_until(stored, 120, "the output to be stored")
                     total = time.perf_counter() - started
