@@ -1,0 +1,229 @@
+"""Output latency: agent send -> dashboard receive, per line, under load.
+
+100 simulated agents (real WebSockets, one asyncio process) each get a real command (REST POST, the
+hub's RQ job sends COMMAND_REQUEST, the agent ACKs EXECUTING), then stream 50 lines/s for that
+command, one TERMINAL_OUTPUT per line, each line carrying its send time (time.time_ns()). 5
+dashboard clients (another process) receive the TERMINAL_STREAM events and measure, per line, the
+time from the agent's send to their receive (same machine clock). At the end: lines lost and
+duplicated per client, and the stored output count over REST against the lines sent.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/output_latency.py [--quick] [--seconds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import time
+
+import psutil
+
+from benchmarks._common import (
+    CpuSampler,
+    DashboardProcess,
+    SimAgent,
+    agent_tokens,
+    connect_agents,
+    hub_processes,
+    latencies,
+    metric,
+    note,
+    other_load_metric,
+    percentile,
+    run_async,
+    running_hub,
+    self_process,
+    submit_commands,
+    verdict,
+    wait_stored,
+)
+
+TARGET_P99_MS = 50.0
+PAD = "x" * 48  # a line of ~80-100 characters, like terminal output
+#: How long the dashboards may take, after the last line was sent, to receive everything (a line
+#: not received by then counts as lost), and the store to hold everything.
+DRAIN_S = 60.0
+STORE_WAIT_S = 60.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="stream for 10 s instead of 30 s")
+    parser.add_argument("--seconds", type=float, help="streaming time (default 30, --quick 10)")
+    parser.add_argument("--agents", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=50.0, help="lines per second per agent")
+    parser.add_argument("--dashboards", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=0, help="RQ workers (default: agents + 10)")
+    args = parser.parse_args()
+    seconds = args.seconds or (10.0 if args.quick else 30.0)
+    workers = args.workers or args.agents + 10
+
+    with running_hub(workers) as hub:
+        creds = agent_tokens(hub, args.agents, "lat")
+        probe = agent_tokens(hub, 1, "probe")[0]
+        procs = hub_processes(hub)
+
+        async def scenario() -> None:
+            agents = await connect_agents(hub.ws_url, creds)
+            note(f"{len(agents)} agents connected")
+            commands = await asyncio.to_thread(submit_commands, hub, [a.agent_id for a in agents])
+            for agent in agents:
+                _, request = await agent.next_request(60)
+                assert request.payload.command_id == commands[agent.agent_id]
+                await agent.ack(request.payload.command_id)
+            note(f"{len(commands)} commands dispatched and acknowledged")
+            dashboards = DashboardProcess(
+                hub.ws_url,
+                hub.user_token(),
+                args.dashboards,
+                list(commands.values()),
+                latency=True,
+                probe=probe,
+            )
+            try:
+                await asyncio.to_thread(dashboards.start)
+                await asyncio.sleep(1.0)  # let the ACK's status events pass
+                sent: dict[str, int] = {}
+                lag_ms = array.array("d")
+                interval = 1.0 / args.rate
+                lines_per_agent = int(seconds * args.rate)
+
+                async def stream(agent: SimAgent, index: int) -> None:
+                    command_id = commands[agent.agent_id]
+                    assert agent.ws is not None
+                    # Agents are not in step: each starts at its own phase of the tick.
+                    start = time.monotonic() + interval * index / len(agents)
+                    # The same instant on the wall clock, for the due time carried in each line.
+                    wall_start_ns = time.time_ns() + int((start - time.monotonic()) * 1e9)
+                    step_ns = int(interval * 1e9)
+                    for seq in range(lines_per_agent):
+                        delay = start + seq * interval - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        else:
+                            lag_ms.append(-delay * 1000)
+                        # "<sent ns> <due ns> ...": the dashboards measure from both.
+                        due_ns = wall_start_ns + seq * step_ns
+                        content = f"{time.time_ns()} {due_ns} {agent.name} line {seq:06d} {PAD}"
+                        if not await agent.send_frame(agent.output(command_id, seq, content)):
+                            break
+                        sent[command_id] = seq + 1
+                    await agent.complete(command_id, sent.get(command_id, 0))
+
+                note(f"streaming {args.rate:g} lines/s from each of {len(agents)} agents for {seconds:g}s")
+                sampler = CpuSampler(
+                    {**procs, "loadgen": self_process(), "dashboards": psutil.Process(dashboards.pid())}
+                )
+                sampler.start()
+                begun = time.monotonic()
+                await asyncio.gather(*(stream(a, i) for i, a in enumerate(agents)))
+                elapsed = time.monotonic() - begun
+                cpu = sampler.percent()
+                others = sampler.others()
+                dashboards.stream_ended()
+                total_sent = sum(sent.values())
+                results, drained = await asyncio.to_thread(dashboards.finish, sent, DRAIN_S)
+                note(f"sent {total_sent} lines in {elapsed:.1f}s; dashboards drained in {drained:.1f}s")
+                stored, store_s = await asyncio.to_thread(wait_stored, hub, sent, STORE_WAIT_S)
+                rate_limited = sum(a.rate_limited for a in agents)
+                disconnected = [a.closed_reason for a in agents if a.closed_reason]
+                other_errors = [
+                    e.payload.message for a in agents for e in a.errors if e.payload.code != "RATE_LIMIT"
+                ]
+            finally:
+                dashboards.stop()
+                await asyncio.gather(*(a.close() for a in agents))
+
+            merged = array.array("d", sorted(v for r in results for v in latencies(r)))
+            p50, p99 = percentile(merged, 50), percentile(merged, 99)
+            metric("latency_p50", p50, "ms", "-")
+            metric("latency_p99", p99, "ms", f"<= {TARGET_P99_MS:g} ms: {verdict(p99 <= TARGET_P99_MS)}")
+            metric("latency_max", percentile(merged, 100), "ms")
+            due = array.array("d", sorted(v for r in results for v in latencies(r, scheduled=True)))
+            metric(
+                "latency_from_due_time_p50",
+                percentile(due, 50),
+                "ms",
+                "- (includes the load generator's own lag)",
+            )
+            metric(
+                "latency_from_due_time_p99",
+                percentile(due, 99),
+                "ms",
+                "- (includes the load generator's own lag)",
+            )
+            for i, r in enumerate(results):
+                own = latencies(r)
+                metric(f"client{i}_latency_p50", percentile(own, 50), "ms")
+                metric(f"client{i}_latency_p99", percentile(own, 99), "ms")
+            metric(
+                "lines_sent", total_sent, "lines", f"{args.agents} agents x {args.rate:g}/s x {seconds:g} s"
+            )
+            metric("send_rate", total_sent / elapsed, "lines/s", f"{args.agents * args.rate:g}/s")
+            for i, r in enumerate(results):
+                metric(f"client{i}_lines_received", r.lines, "lines", f"= {total_sent}")
+            lost = sum(r.lost for r in results)
+            dupes = sum(r.duplicates for r in results)
+            metric(
+                "lines_lost",
+                lost,
+                "lines",
+                f"0 (all clients; not received within {DRAIN_S:g} s of the end counts): {verdict(lost == 0)}",
+            )
+            metric("duplicates", dupes, "lines", f"0 (all clients): {verdict(dupes == 0)}")
+            for i, r in enumerate(results):
+                if r.closed or r.error:
+                    metric(
+                        f"client{i}_disconnected",
+                        f"{r.closed} {r.error}".strip(),
+                        "",
+                        "no disconnect: MISSED",
+                    )
+            stored_total = sum(stored.values())
+            metric("lines_stored", stored_total, "lines", f"= {total_sent}")
+            store_ok = verdict(total_sent == stored_total)
+            unstored = total_sent - stored_total
+            metric(
+                "lines_lost_in_store",
+                unstored,
+                "lines",
+                f"0 (unstored {STORE_WAIT_S:g} s after the end counts): {store_ok}",
+            )
+            metric("store_catch_up", store_s, "s", "- (after the last line was sent)")
+            metric("dashboard_drain", drained, "s", "- (after the last line was sent)")
+            metric("rate_limit_errors", rate_limited, "errors", "0")
+            first = f" (first: {disconnected[0][:120]})" if disconnected else ""
+            metric(
+                "agents_disconnected", len(disconnected), "agents", f"0: {verdict(not disconnected)}{first}"
+            )
+            if other_errors:
+                metric(
+                    "other_agent_errors", len(other_errors), "errors", f"0 (first: {other_errors[0][:120]})"
+                )
+            if lag_ms:
+                lag = sorted(lag_ms)
+                metric(
+                    "loadgen_late_sends_p99",
+                    percentile(lag, 99),
+                    "ms",
+                    f"- ({len(lag)} of {total_sent} sends behind schedule)",
+                )
+            rtts = dashboards.ping_rtts_ms
+            if rtts:
+                metric(
+                    "hub_ping_rtt_p50", percentile(rtts, 50), "ms", "- (idle agent socket, ping every 20 ms)"
+                )
+                metric("hub_ping_rtt_p99", percentile(rtts, 99), "ms", "- (event-loop stalls show here)")
+                metric("hub_ping_rtt_max", percentile(rtts, 100), "ms", "-")
+            for name, value in cpu.items():
+                metric(f"cpu_{name}", value, "% of one core", "- (while streaming)")
+            other_load_metric(others)
+
+        run_async(scenario)
+
+
+if __name__ == "__main__":
+    main()
