@@ -58,8 +58,13 @@ class AgentSink(Protocol):
     async def close_stale(self) -> None: ...
 
 
+#: Redis connections per hub process: every agent socket may have a call in flight at once, so the
+#: pool must hold more than the agents a hub serves (redis-py's default refused past 100).
+REDIS_POOL_SIZE = 4096
+
+
 def redis_clients(url: str) -> tuple[aioredis.Redis, redis.Redis]:
-    opts: dict[str, Any] = {"health_check_interval": 30}
+    opts: dict[str, Any] = {"health_check_interval": 30, "max_connections": REDIS_POOL_SIZE}
     return aioredis.Redis.from_url(url, **opts), redis.Redis.from_url(url, **opts)
 
 
