@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import random
 import shutil
 import signal
 import sys
@@ -255,11 +256,12 @@ class SimAgent:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def connect(self) -> SimAgent:
-        # The same connection options as the real wrapper (wrapper/client.py).
+        # The same connection options as the real wrapper (wrapper/client.py), deflate off included.
         self.ws = await connect(
             self.ws_url + "/ws/agent",
             additional_headers={"Authorization": f"Bearer {self.token}"},
             max_size=None,
+            compression=None,
             open_timeout=30,
             ping_interval=20,
             ping_timeout=20,
@@ -290,14 +292,17 @@ class SimAgent:
                         self.rate_limited += 1
 
     async def _heartbeat(self) -> None:
-        # Like the wrapper: one at once, then one per interval.
+        # Like the wrapper: one at once, then one per interval. Agents that connected together are
+        # spread over the interval after the first, as agents started at different times would be.
+        first = True
         while not self.closed_reason:
             await self.send(
                 AgentHeartbeat(
                     payload=AgentHeartbeatPayload(agent_id=self.agent_id, health_metrics=HealthMetrics())
                 )
             )
-            await asyncio.sleep(self.heartbeat_s)
+            await asyncio.sleep(random.uniform(0, self.heartbeat_s) if first else self.heartbeat_s)
+            first = False
 
     async def send(self, message: Any) -> None:
         await self.send_frame(message.to_json())

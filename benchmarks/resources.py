@@ -1,7 +1,8 @@
 """Resources: the hub's idle CPU with 100 connected agents, and its memory under load.
 
-Phase 1, idle: 100 simulated agents connect and then only send heartbeats (every 30 s, the hub's
-default interval, plus the WebSocket pings of the real wrapper's settings). After a short settle
+Phase 1, idle: 100 simulated agents connect and then only send heartbeats (one at connect, then
+every 30 s, the hub's default interval, spread over that interval as agents started at different
+times would be; plus the WebSocket pings of the real wrapper's settings). After a short settle
 time, the CPU time of the hub process (and, separately, of its RQ worker child and the embedded
 redis-server) is measured over 60 s.
 

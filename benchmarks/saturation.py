@@ -231,7 +231,7 @@ def run_baseline(seconds: float) -> dict[str, Any]:
         client_conn.recv()
 
         async def senders() -> tuple[int, int, int, dict[str, float], float]:
-            sockets = [await connect(url + "/send", max_size=None) for _ in range(AGENTS)]
+            sockets = [await connect(url + "/send", max_size=None, compression=None) for _ in range(AGENTS)]
             sent = [0] * AGENTS
             await asyncio.sleep(0.5)
             end = time.monotonic() + seconds
