@@ -69,7 +69,12 @@ def serve(settings: Settings, *, workers: int, port_file: Path | None = None) ->
             print(f"onsembl hub listening on {url}", file=sys.stderr, flush=True)
         await task
 
-    asyncio.run(main())
+    try:
+        import uvloop  # installed with uvicorn[standard]
+    except ImportError:  # pragma: no cover - a minimal install
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
 
 
 def cmd_server(args: argparse.Namespace) -> None:

@@ -97,9 +97,13 @@ class Store:
         # Our own pending events first (left by a previous run under the same consumer name).
         cursor = "0"
         next_claim = 0.0
+        group_ready = False
         while True:
             try:
-                await self.ensure_group()
+                if not group_ready:
+                    # On start and after a failure (Redis may have restarted without the group).
+                    await self.ensure_group()
+                    group_ready = True
                 loop_time = asyncio.get_running_loop().time()
                 if loop_time >= next_claim:
                     next_claim = loop_time + 15
@@ -135,6 +139,7 @@ class Store:
             except redis.RedisError as exc:
                 self.last_error = f"redis: {exc}"
                 log.warning("store lost Redis (%s); retrying in %.1fs", exc, backoff)
+                group_ready = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -196,12 +201,9 @@ async def apply(session: AsyncSession, events: list[StreamEvent]) -> None:
             key = (p.command_id, p.agent_id)
             max_seq[key] = max(max_seq[key], p.sequence)
     if lines:
-        # SQLite takes at most 32766 bound variables per statement.
-        for start in range(0, len(lines), 2000):
-            stmt = (
-                _insert(session, OutputLineRow).values(lines[start : start + 2000]).on_conflict_do_nothing()
-            )
-            await session.execute(stmt)
+        # One statement, many parameter sets: compiled once and cached, batched by the driver layer
+        # (a VALUES list of a new length each time cost a compile per batch).
+        await session.execute(_insert(session, OutputLineRow).on_conflict_do_nothing(), lines)
         for (command_id, agent_id), seq in max_seq.items():
             await session.execute(
                 update(ExecutionRow)

@@ -196,7 +196,8 @@ def forget(conn: redis.Redis, spec: ExecutionSpec) -> None:
     pipe.srem(keys.agent_executions(spec.agent_id), spec.id)
     pipe.expire(keys.execution(spec.id), 7 * 24 * 3600)
     pipe.expire(keys.execution_index(spec.command_id, spec.agent_id), 7 * 24 * 3600)
-    pipe.delete(keys.execution_signals(spec.id))
+    # Not deleted: the supervising job may not have read the hub's "done" yet.
+    pipe.expire(keys.execution_signals(spec.id), 120)
     pipe.execute()
 
 
