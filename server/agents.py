@@ -38,25 +38,7 @@ class AgentDirectory:
             return (await session.execute(select(AgentRow).where(AgentRow.name == name))).scalar_one_or_none()
 
     async def ensure(self, name: str, agent_type: AgentType = AgentType.SHELL) -> AgentRow:
-        """The agent named ``name``, created on first use: the same name keeps its id."""
-        async with self.sessions() as session:
-            existing = (
-                await session.execute(select(AgentRow).where(AgentRow.name == name))
-            ).scalar_one_or_none()
-            if existing is not None:
-                return existing
-            row = AgentRow(
-                id=str(uuid.uuid4()),
-                name=name,
-                agent_type=agent_type.value,
-                status=AgentStatus.OFFLINE.value,
-                created_at=now_ms(),
-                capabilities={},
-                health={},
-            )
-            session.add(row)
-            await session.commit()
-            return row
+        return await ensure_agent(self.sessions, name, agent_type)
 
     async def all_rows(self) -> list[AgentRow]:
         async with self.sessions() as session:
@@ -151,6 +133,28 @@ class AgentDirectory:
         pipe.hincrby(keys.agent(agent_id), "hub_commands", 1)
         pipe.hincrby(keys.agent(agent_id), "hub_response_ms_total", response_ms)
         await pipe.execute()
+
+
+async def ensure_agent(
+    sessions: async_sessionmaker[AsyncSession], name: str, agent_type: AgentType = AgentType.SHELL
+) -> AgentRow:
+    """The agent named ``name``, created on first use: the same name keeps its id."""
+    async with sessions() as session:
+        existing = (await session.execute(select(AgentRow).where(AgentRow.name == name))).scalar_one_or_none()
+        if existing is not None:
+            return existing
+        row = AgentRow(
+            id=str(uuid.uuid4()),
+            name=name,
+            agent_type=agent_type.value,
+            status=AgentStatus.OFFLINE.value,
+            created_at=now_ms(),
+            capabilities={},
+            health={},
+        )
+        session.add(row)
+        await session.commit()
+        return row
 
 
 def build_agent(row: AgentRow, live: dict[str, str], queue_length: int, paused: bool, stopped: bool) -> Agent:

@@ -96,15 +96,14 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 async def _ensure_agent(settings: Settings, name: str, agent_type: str) -> str:
-    from server.agents import AgentDirectory
+    from server.agents import ensure_agent
     from server.db.session import make_engine, make_sessionmaker, upgrade_async
     from shared.enums import AgentType
 
     await upgrade_async(settings.sqlalchemy_url)
     engine = make_engine(settings.sqlalchemy_url)
     try:
-        directory = AgentDirectory(None, make_sessionmaker(engine))  # type: ignore[arg-type]
-        row = await directory.ensure(name, AgentType(agent_type.upper()))
+        row = await ensure_agent(make_sessionmaker(engine), name, AgentType(agent_type.upper()))
         return row.id
     finally:
         await engine.dispose()

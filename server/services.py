@@ -147,7 +147,8 @@ _LIVE_FIELDS = (
 
 
 def _text(value: bytes | None) -> str | None:
-    return value.decode() or None if value else None
+    """A reply value as text; None for a missing or empty one."""
+    return as_text(value) or None if value else None
 
 
 def combined_status(statuses: list[ExecutionStatus]) -> ExecutionStatus:

@@ -4,7 +4,6 @@ broadcast and the emergency stop."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
 from pathlib import Path
@@ -238,7 +237,6 @@ async def test_trace_and_report_from_an_agent_are_stored_and_exported(
             done = finished(client, cid)
             assert done["executions"][0]["tokensUsed"] == 120
             assert client.get(f"/reports/{report_id}/export", params={"format": "pdf"}).status_code == 422
-    _ = json
 
 
 def test_pause_holds_the_queue_and_resume_releases_it(hub: HubProcess, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import AgentProcess, HubProcess, start_agent, wait_command, wait_until
+from tests.harness import AgentProcess, Dashboard, HubProcess, start_agent, wait_command, wait_until
 
 
 def send(hub: HubProcess, agent: AgentProcess, content: str, **extra: object) -> dict:  # type: ignore[type-arg]
@@ -187,41 +187,33 @@ def test_investigate_yields_a_report_and_a_bad_one_a_draft(hub: HubProcess, tmp_
         agent.stop()
 
 
-def test_claude_permission_prompt_is_answered_from_the_hub(hub: HubProcess, tmp_path: Path) -> None:
+async def test_claude_permission_prompt_is_answered_from_the_hub(hub: HubProcess, tmp_path: Path) -> None:
+    """As a TUI sees it: INPUT_REQUIRED with the request id, the agent WAITING_INPUT, an answer,
+    and the command goes on to completion."""
     agent = start_agent(hub, "claude-permission", kind="claude", workdir=tmp_path)
+    dashboard = await Dashboard(hub).connect()
     try:
         command = send(hub, agent, "delete the temp files scenario:permission")
+        required = await dashboard.wait_for(
+            lambda m: m.type == "INPUT_REQUIRED" and m.payload.command_id == command["id"], 20
+        )
+        assert required.payload.can_answer and required.payload.agent_name == "claude-permission"
         with hub.client() as client:
-            waiting = wait_until(
-                lambda: (
-                    (a := client.get(f"/agents/{agent.agent_id}").json())["activity"] == "WAITING_INPUT" and a
-                ),
-                20,
-                "the agent to wait for approval",
-            )
-            assert waiting["activity"] == "WAITING_INPUT"
-            audit = client.get(
-                "/audit-logs", params={"action": "agent.needs_input", "agentId": agent.agent_id}
-            ).json()
-            request_id = None
-            # The request id comes with the INPUT_REQUIRED event; the audit entry names the tool.
-            assert audit["items"][0]["details"]["tool"]
-            events = client.get("/audit-logs", params={"commandId": command["id"]}).json()["items"]
-            assert any(e["action"] == "agent.needs_input" for e in events)
-            import redis as redis_lib
-
-            raw = redis_lib.Redis(unix_socket_path=str(hub.settings.embedded_redis_socket)).hget(
-                f"onsembl:agent:{agent.agent_id}", "waiting_input"
-            )
-            request_id = json.loads(raw)["requestId"]
+            assert client.get(f"/agents/{agent.agent_id}").json()["activity"] == "WAITING_INPUT"
+            wrong = client.post(f"/commands/{command['id']}/input", json={"requestId": "nope", "allow": True})
+            assert wrong.status_code == 404
             answer = client.post(
-                f"/commands/{command['id']}/input", json={"requestId": request_id, "allow": True}
+                f"/commands/{command['id']}/input",
+                json={"requestId": required.payload.request_id, "allow": True},
             )
             assert answer.status_code == 204, answer.text
             done = wait_command(client, command["id"], 30)
             assert done["status"] == "COMPLETED", done
             assert client.get(f"/agents/{agent.agent_id}").json()["activity"] != "WAITING_INPUT"
+            audit = client.get("/audit-logs", params={"commandId": command["id"]}).json()["items"]
+            assert {"agent.needs_input", "command.input_answered"} <= {e["action"] for e in audit}
     finally:
+        await dashboard.close()
         agent.stop()
 
 
