@@ -1,13 +1,148 @@
-"""``onsembl-tui``: the terminal UI (its own issue); this entry point says so until it lands."""
+"""``onsembl-tui``: the terminal UI, and ``onsembl-tui login EMAIL`` to sign in.
+
+    onsembl-tui [--server URL] [--token TOKEN]
+    onsembl-tui login EMAIL [--server URL] [--code CODE]
+
+The hub URL comes from --server, ONSEMBL_SERVER_URL, the credentials file, or http://127.0.0.1:8700;
+the token from --token, ONSEMBL_TOKEN, or the credentials file written by ``login`` (refreshed
+silently while the TUI runs).
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+from pydantic import ValidationError
+
+from shared.api import MagicLinkRequest, TokenPair, VerifyRequest
+from shared.config import DEFAULT_PORT
+from tui.client import credentials as creds
+from tui.client.auth import RefreshingTokenSource, TokenSource
+
+DEFAULT_SERVER = f"http://127.0.0.1:{DEFAULT_PORT}"
+EXIT_CONFIG = 2
 
 
 def main(argv: list[str] | None = None) -> None:
-    print(
-        "onsembl-tui: the terminal UI is not built yet; use the REST API or `onsembl` meanwhile",
-        file=sys.stderr,
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "login":
+        raise SystemExit(login_main(argv[1:]))
+    parser = argparse.ArgumentParser(
+        prog="onsembl-tui", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    raise SystemExit(1)
+    parser.add_argument("--server", help="hub base URL (http://host:port)")
+    parser.add_argument("--token", help="an access token (default: the credentials from `onsembl-tui login`)")
+    parser.add_argument("--credentials", type=Path, help="credentials file (default: per-user config dir)")
+    args = parser.parse_args(argv)
+    try:
+        server, tokens = resolve(args.server, args.token, args.credentials)
+    except creds.CredentialsError as exc:
+        print(f"onsembl-tui: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from exc
+    if tokens is None:
+        print(
+            "onsembl-tui: not signed in. Run `onsembl-tui login YOU@EXAMPLE.COM`, or pass --token "
+            "(`onsembl token user EMAIL` on the hub's machine prints one).",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_CONFIG)
+    run(server, tokens)
+
+
+def resolve(
+    server: str | None, token: str | None, path: Path | None = None
+) -> tuple[str, TokenSource | None]:
+    server = server or os.environ.get("ONSEMBL_SERVER_URL") or ""
+    token = token or os.environ.get("ONSEMBL_TOKEN") or ""
+    saved = creds.load(path)
+    if not server:
+        server = saved.server_url if saved else DEFAULT_SERVER
+    if token:
+        return server, TokenSource(token)
+    if saved is not None and saved.server_url.rstrip("/") == server.rstrip("/"):
+        return server, RefreshingTokenSource(saved, path)
+    return server, None
+
+
+def run(server: str, tokens: TokenSource) -> None:
+    from tui.app import OnsemblApp
+    from tui.config import TuiSettings
+
+    try:
+        settings = TuiSettings()
+    except ValidationError as exc:
+        print(f"onsembl-tui: bad TUI settings: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from exc
+    OnsemblApp(server_url=server, tokens=tokens, settings=settings).run()
+
+
+def launch(server: str, token: str) -> None:
+    """Used by ``onsembl up``: the TUI, signed in with a token the launcher minted."""
+    run(server, TokenSource(token))
+
+
+def login_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="onsembl-tui login", description="Sign in by one-time code or magic link."
+    )
+    parser.add_argument("email")
+    parser.add_argument("--server", help="hub base URL")
+    parser.add_argument("--code", help="the 6-digit code or the magic link (asked for when not given)")
+    parser.add_argument("--credentials", type=Path, help="where to keep the tokens (0600)")
+    args = parser.parse_args(argv)
+    server = (args.server or os.environ.get("ONSEMBL_SERVER_URL") or DEFAULT_SERVER).rstrip("/")
+    try:
+        MagicLinkRequest(email=args.email)
+    except ValidationError:
+        print(f"onsembl-tui login: {args.email!r} is not an email address", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        with httpx.Client(base_url=server, timeout=15) as http:
+            response = http.post("/v1/auth/magic-link", json={"email": args.email})
+            if response.status_code >= 400:
+                print(f"onsembl-tui login: the hub refused: {_message(response)}", file=sys.stderr)
+                return 1
+            answer = args.code
+            if not answer:
+                print(
+                    f"A sign-in code was sent to {args.email} (without SMTP the hub prints it in its log).",
+                    file=sys.stderr,
+                )
+                answer = input("Code or magic link: ").strip()
+            verify = _verify_request(args.email, answer)
+            if verify is None:
+                print("onsembl-tui login: that is neither a 6-digit code nor a magic link", file=sys.stderr)
+                return EXIT_CONFIG
+            response = http.post("/v1/auth/verify", json=verify.wire())
+            if response.status_code >= 400:
+                print(f"onsembl-tui login: {_message(response)}", file=sys.stderr)
+                return 1
+            pair = TokenPair.model_validate(response.json())
+    except httpx.HTTPError as exc:
+        print(f"onsembl-tui login: cannot reach the hub at {server} ({exc})", file=sys.stderr)
+        return 1
+    path = creds.save(creds.Credentials.from_pair(server, pair), args.credentials)
+    print(f"Signed in to {server} as {pair.email}; credentials in {path} (mode 0600).")
+    return 0
+
+
+def _verify_request(email: str, answer: str) -> VerifyRequest | None:
+    if answer.isdigit() and len(answer) == 6:
+        return VerifyRequest(email=email, code=answer)
+    token = parse_qs(urlparse(answer).query).get("token", [""])[0] if "://" in answer else answer
+    try:
+        return VerifyRequest(token=token) if token else None
+    except ValidationError:
+        return None
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("message", response.text))
+    except ValueError:
+        return response.text[:200] or f"HTTP {response.status_code}"

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import re
 import uuid
 
 from fastapi import APIRouter, Response
@@ -12,17 +11,10 @@ from server.db.models import PresetRow
 from server.errors import conflict, not_found
 from shared.api import ExecutionConstraints, Page, Preset, PresetCreate
 from shared.enums import CommandType
+from shared.presets import variables_of
 from shared.protocol import now_ms
 
 router = APIRouter(prefix="/presets", tags=["presets"])
-
-VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-
-
-def variables_of(content: str) -> list[str]:
-    """The ``{{variables}}`` of a preset's text, in order of first use."""
-    return list(dict.fromkeys(VARIABLE.findall(content)))
-
 
 def _record(row: PresetRow) -> Preset:
     return Preset(

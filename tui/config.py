@@ -1,0 +1,66 @@
+"""The TUI's own settings: theme, bell, scrollback, key remapping. From ``ONSEMBL_TUI_*`` variables
+or a TOML file (``ONSEMBL_TUI_CONFIG``, default ``tui.toml`` in the user's config dir)::
+
+    theme = "gruvbox"
+    bell = true
+    scrollback = 20000
+    [keys]                      # binding id = keys (comma separated); `onsembl-tui --keys` lists the ids
+    emergency_stop = "ctrl+x,f12"
+    queue = "enter,q"
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def config_path() -> Path:
+    override = os.environ.get("ONSEMBL_TUI_CONFIG")
+    if override:
+        return Path(override)
+    return Path(platformdirs.user_config_dir("onsembl")) / "tui.toml"
+
+
+def state_dir() -> Path:
+    return Path(platformdirs.user_state_dir("onsembl"))
+
+
+class TuiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ONSEMBL_TUI_", extra="ignore")
+
+    theme: str = "textual-dark"
+    #: Ring the terminal bell once when an agent starts waiting for an approval.
+    bell: bool = True
+    #: Output lines kept in memory (combined stream, and per agent); older ones come from the hub.
+    scrollback: int = Field(default=10_000, ge=100, le=1_000_000)
+    timestamps: bool = True
+    wrap: bool = False
+    #: Binding id -> keys, e.g. {"emergency_stop": "ctrl+x,f12"}.
+    keys: dict[str, str] = Field(default_factory=dict)
+    #: Where sent commands are remembered for up/down (empty: none kept on disk).
+    history_file: Path | None = Field(default_factory=lambda: state_dir() / "command-history")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_path()
+        if path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)

@@ -1,0 +1,99 @@
+"""One scrolling output stream: the combined one (every agent, color-coded) or one agent's pane.
+
+Lines arrive in bursts of thousands per second; they are queued and written at most ``FLUSH_HZ``
+times a second, and only the last ``max_lines`` of a burst are rendered (older ones would scroll
+out at once). Follow mode (``s``), wrap (``w``), timestamps (``t``) and the search filter (``/``)
+re-render what the scrollback holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from rich.text import Text
+from textual.widgets import RichLog
+
+from shared.enums import StreamType
+from tui.state import OutputEntry
+
+FLUSH_HZ = 20
+
+
+class OutputLog(RichLog):
+    DEFAULT_CSS = """
+    OutputLog {
+        background: $surface;
+        scrollbar-size-vertical: 1;
+        &:focus { background-tint: $foreground 3%; }
+    }
+    """
+
+    def __init__(
+        self,
+        *,
+        agent_label: Callable[[str], tuple[str, str]] | None = None,
+        max_lines: int = 10_000,
+        timestamps: bool = True,
+        wrap: bool = False,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(
+            max_lines=max_lines, wrap=wrap, markup=False, highlight=False, id=id, classes=classes
+        )
+        #: agent id -> (name, colour); None for a single agent's pane (no name column).
+        self.agent_label = agent_label
+        self.timestamps = timestamps
+        self.search = ""
+        self.agent_filter: frozenset[str] | None = None
+        self.lines_shown = 0
+        self._pending: list[OutputEntry] = []
+        self._dirty = False
+
+    def on_mount(self) -> None:
+        self.set_interval(1 / FLUSH_HZ, self._flush)
+
+    # -- feeding -----------------------------------------------------------------------------------
+    def accepts(self, entry: OutputEntry) -> bool:
+        if self.agent_filter is not None and entry.agent_id not in self.agent_filter:
+            return False
+        return not self.search or self.search in entry.content.lower()
+
+    def add(self, entries: Iterable[OutputEntry]) -> None:
+        accepts = self.accepts
+        self._pending.extend(e for e in entries if accepts(e))
+
+    def reload(self, entries: Iterable[OutputEntry]) -> None:
+        """Show these lines (the scrollback) again, after a change of filter, wrap or timestamps."""
+        self.clear()
+        self._pending = [e for e in entries if self.accepts(e)]
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        if len(pending) > self.max_lines:  # type: ignore[operator]
+            pending = pending[-self.max_lines :]  # type: ignore[operator]
+        for entry in pending:
+            self.write(self.render_entry(entry), scroll_end=self.auto_scroll)
+        self.lines_shown += len(pending)
+
+    # -- rendering ---------------------------------------------------------------------------------
+    def render_entry(self, entry: OutputEntry) -> Text:
+        line = Text(no_wrap=not self.wrap, end="")
+        if self.timestamps:
+            line.append(datetime.fromtimestamp(entry.emitted_at / 1000).strftime("%H:%M:%S "), "dim")
+        if self.agent_label is not None:
+            name, colour = self.agent_label(entry.agent_id)
+            line.append(f"{name[:12]:<12} ", f"bold {colour}")
+        if entry.stream is StreamType.STDERR:
+            line.append("! ", "bold red")
+        body = Text.from_ansi(entry.content) if entry.ansi or "\x1b" in entry.content else Text(entry.content)
+        if entry.stream is StreamType.STDERR and not entry.ansi:
+            body.stylize("red")
+        if self.search:
+            body.highlight_words([self.search], "reverse", case_sensitive=False)
+        line.append_text(body)
+        return line
