@@ -34,6 +34,7 @@ class ControlCenterScreen(BaseScreen):
     """
     BINDINGS = [
         Binding("i", "focus_command", "Command", id="focus_command"),
+        Binding("ctrl+t", "cycle_target", "Target", id="cycle_target"),
         Binding("escape", "leave_bar", "Back", show=False, id="leave_bar"),
         Binding("enter", "queue", "Queue", id="queue", show=False),
         Binding("Q", "queue", "Queue", id="queue_view"),
@@ -227,6 +228,9 @@ class ControlCenterScreen(BaseScreen):
         return constraints.time_limit_ms, constraints.token_budget
 
     # -- actions -----------------------------------------------------------------------------------
+    def action_cycle_target(self) -> None:
+        self.bar.action_cycle_target()
+
     def action_focus_command(self) -> None:
         self.bar.focus_text()
 

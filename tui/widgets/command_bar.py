@@ -138,7 +138,6 @@ class CommandBar(Vertical):
     BINDINGS = [
         Binding("up", "history_back", "Previous", show=False, id="history_back"),
         Binding("down", "history_forward", "Next", show=False, id="history_forward"),
-        Binding("ctrl+t", "cycle_target", "Target", id="cycle_target"),
         Binding("ctrl+o", "cycle_verb", "Verb", id="cycle_verb"),
     ]
 

@@ -77,23 +77,33 @@ class OutputLog(RichLog):
         if len(pending) > self.max_lines:  # type: ignore[operator]
             pending = pending[-self.max_lines :]  # type: ignore[operator]
         for entry in pending:
-            self.write(self.render_entry(entry), scroll_end=self.auto_scroll)
+            for line in self.render_entry(entry):
+                self.write(line, scroll_end=self.auto_scroll)
         self.lines_shown += len(pending)
 
     # -- rendering ---------------------------------------------------------------------------------
-    def render_entry(self, entry: OutputEntry) -> Text:
-        line = Text(no_wrap=not self.wrap, end="")
+    def render_entry(self, entry: OutputEntry) -> list[Text]:
+        """One Text per line of the entry (an agent may send several lines in one message), each
+        with the time, the agent (in the combined stream) and a mark for stderr."""
+        prefix = Text(no_wrap=not self.wrap, end="")
         if self.timestamps:
-            line.append(datetime.fromtimestamp(entry.emitted_at / 1000).strftime("%H:%M:%S "), "dim")
+            prefix.append(datetime.fromtimestamp(entry.emitted_at / 1000).strftime("%H:%M:%S "), "dim")
         if self.agent_label is not None:
             name, colour = self.agent_label(entry.agent_id)
-            line.append(f"{name[:12]:<12} ", f"bold {colour}")
-        if entry.stream is StreamType.STDERR:
-            line.append("! ", "bold red")
-        body = Text.from_ansi(entry.content) if entry.ansi or "\x1b" in entry.content else Text(entry.content)
-        if entry.stream is StreamType.STDERR and not entry.ansi:
-            body.stylize("red")
-        if self.search:
-            body.highlight_words([self.search], "reverse", case_sensitive=False)
-        line.append_text(body)
-        return line
+            prefix.append(f"{name[:12]:<12} ", f"bold {colour}")
+        stderr = entry.stream is StreamType.STDERR
+        if stderr:
+            prefix.append("! ", "bold red")
+        content = entry.content.rstrip("\n")
+        ansi = entry.ansi or "\x1b" in content
+        lines: list[Text] = []
+        for raw in content.split("\n") if content else [""]:
+            body = Text.from_ansi(raw.rstrip("\r")) if ansi else Text(raw.rstrip("\r"))
+            if stderr and not ansi:
+                body.stylize("red")
+            if self.search:
+                body.highlight_words([self.search], "reverse", case_sensitive=False)
+            line = prefix.copy()
+            line.append_text(body)
+            lines.append(line)
+        return lines
