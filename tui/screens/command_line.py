@@ -25,6 +25,7 @@ class CommandLineScreen(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         command_line = self.query_one(Input)
+        command_line.border_title = "command mode: " + " ".join(WORDS)
         command_line.cursor_position = 1
         command_line.focus()
 
