@@ -62,6 +62,7 @@ class OnsemblApp(App[None]):
             on_events=self._stream_events,
             on_status=self._stream_status,
             on_error=self._stream_error,
+            backfill_ms=int(self.settings.backfill_minutes * 60_000),
         )
         self.connect = connect
         self.link_status = LinkStatus(LinkState.CONNECTING)
@@ -92,7 +93,7 @@ class OnsemblApp(App[None]):
         changes = self.hub.set_agents(ready.payload.agents)
         self.post_message(messages.HubReady(ready))
         self.hub_signal.publish(changes)
-        if not ready.payload.resumed:
+        if not ready.payload.resumed and self.stream.connects > 1:
             self.notify("the hub could not replay everything missed; state was reloaded", severity="warning")
 
     def _stream_events(self, events: Sequence[StreamEnvelope]) -> None:
@@ -160,7 +161,7 @@ class OnsemblApp(App[None]):
     # -- what screens ask for ----------------------------------------------------------------------
     def update_header(self, header: HubHeader) -> None:
         hub = self.hub
-        header.url = self.server_url
+        header.url = self.settings.hub_label or self.server_url
         header.link = self.link_status.state
         header.online = hub.online
         header.total = len(hub.agents)

@@ -39,10 +39,14 @@ class TuiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ONSEMBL_TUI_", extra="ignore")
 
     theme: str = "textual-dark"
+    #: Shown in the header instead of the hub's URL (when you run several hubs: "prod", "laptop").
+    hub_label: str = ""
     #: Ring the terminal bell once when an agent starts waiting for an approval.
     bell: bool = True
     #: Output lines kept in memory (combined stream, and per agent); older ones come from the hub.
     scrollback: int = Field(default=10_000, ge=100, le=1_000_000)
+    #: On start, show what happened in the last minutes (output, statuses), replayed by the hub.
+    backfill_minutes: float = Field(default=10.0, ge=0, le=24 * 60)
     timestamps: bool = True
     wrap: bool = False
     #: Binding id -> keys, e.g. {"emergency_stop": "ctrl+x,f12"}.

@@ -51,6 +51,11 @@ def short_id(value: str | None) -> str:
     return (value or "")[:8]
 
 
+def full_id(value: str) -> str:
+    """An id shown whole, to be copied (``:trace ID``)."""
+    return value
+
+
 def clock(ms: int | None) -> str:
     if not ms:
         return "-"
@@ -61,6 +66,16 @@ def stamp(ms: int | None) -> str:
     if not ms:
         return "-"
     return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def short_stamp(ms: int | None) -> str:
+    """Time of day for today, month-day and minute for older records (14 columns at most)."""
+    if not ms:
+        return "-"
+    when = datetime.fromtimestamp(ms / 1000)
+    if when.date() == datetime.now().date():
+        return when.strftime("%H:%M:%S")
+    return when.strftime("%m-%d %H:%M")
 
 
 def duration(seconds: float | None) -> str:

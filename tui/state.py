@@ -38,6 +38,25 @@ COMMANDS_KEPT = 2_000
 MAX_GAP_TRACKED = 50_000
 
 
+#: Fields a later trace record leaves out (None) without erasing what an earlier one said.
+_TRACE_KEPT = ("parent_id", "content", "started_at", "completed_at", "duration_ms", "error")
+
+
+def merge_record(old: TraceEventRecord | None, new: TraceEventRecord) -> TraceEventRecord:
+    """``new`` over ``old``, as the hub merges them: later values win, None (and 0 tokens) never
+    erases a known value (a tool call's end record has no input)."""
+    if old is None:
+        return new
+    keep: dict[str, object] = {
+        name: getattr(old, name)
+        for name in _TRACE_KEPT
+        if getattr(new, name) is None and getattr(old, name) is not None
+    }
+    if not new.tokens_used and old.tokens_used:
+        keep["tokens_used"] = old.tokens_used
+    return new.model_copy(update=keep) if keep else new
+
+
 @dataclass(slots=True)
 class OutputEntry:
     agent_id: str
@@ -199,7 +218,9 @@ class HubState:
             nodes = self.traces[record.command_id] = {}
             while len(self.traces) > TRACE_COMMANDS_KEPT:
                 self.traces.popitem(last=False)
-        nodes[record.trace_id] = record
+        # Trace ids are unique per agent: a broadcast's agents may reuse them.
+        key = f"{record.agent_id}/{record.trace_id}"
+        nodes[key] = merge_record(nodes.get(key), record)
 
     def refill(self, lines: Iterable[OutputLine]) -> list[OutputEntry]:
         """Lines fetched from the store for a gap: only those still missing are added, in sequence

@@ -73,7 +73,7 @@ def terminal(hub: HubProcess, terminal_agent: AgentProcess, tmp_path: Path) -> I
 
 def test_send_a_command_and_see_its_output_in_the_terminal(terminal: Terminal) -> None:
     screen = terminal.wait_for("term-agent")
-    assert "connected" in terminal.wait_for("connected")
+    terminal.wait_for("1/1 online")
     assert "ONLINE" in screen or "ONLINE" in terminal.wait_for("ONLINE")
     terminal.keys("1")
     terminal.wait_for("→ term-agent")

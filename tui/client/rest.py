@@ -54,7 +54,11 @@ class HubApi:
     def __init__(self, base_url: str, tokens: TokenSource, *, timeout: float = 15.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.tokens = tokens
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        # uvicorn drops idle connections after 5 s; expire ours first so a request never goes out on
+        # a connection the hub is closing at that moment.
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, limits=httpx.Limits(keepalive_expiry=2.0)
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()

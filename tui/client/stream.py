@@ -26,6 +26,7 @@ from shared.protocol import (
     Error,
     EventBatch,
     StreamEnvelope,
+    now_ms,
     parse_hub_to_dashboard,
 )
 from tui.client.auth import TokenSource
@@ -74,6 +75,7 @@ class EventStream:
         on_events: Callable[[Sequence[StreamEnvelope]], None],
         on_status: Callable[[LinkStatus], None],
         on_error: Callable[[Error], None] | None = None,
+        backfill_ms: int = 0,
     ) -> None:
         self.ws_url = ws_url.rstrip("/") + "/ws/dashboard"
         self.tokens = tokens
@@ -86,6 +88,8 @@ class EventStream:
         self.ws: ClientConnection | None = None
         self.connects = 0
         self._was_ready = False
+        #: On the first connection, replay this much of the hub's recent past (output, statuses).
+        self.backfill_ms = backfill_ms
 
     async def run(self) -> None:
         """Connect, stream, reconnect; returns only when cancelled."""
@@ -134,7 +138,10 @@ class EventStream:
             compression=None,
         ) as ws:
             self.ws = ws
-            hello = DashboardConnect(payload=DashboardConnectPayload(resume_from=self.position))
+            resume_from = self.position
+            if resume_from is None and self.backfill_ms > 0:
+                resume_from = f"{max(0, now_ms() - self.backfill_ms)}-0"
+            hello = DashboardConnect(payload=DashboardConnectPayload(resume_from=resume_from))
             await ws.send(hello.to_json())
             async for frame in ws:
                 self._receive(frame)

@@ -29,8 +29,6 @@ class ControlCenterScreen(BaseScreen):
     ControlCenterScreen #output-status { height: 1; background: $boost; color: $text-muted; padding: 0 1; }
     ControlCenterScreen.-fullscreen AgentsTable { display: none; }
     ControlCenterScreen.-fullscreen CommandBar { display: none; }
-    .-wide ControlCenterScreen #main { layout: horizontal; }
-    .-wide ControlCenterScreen AgentsTable { width: 45%; max-height: 100%; height: 1fr; }
     """
     BINDINGS = [
         Binding("i", "focus_command", "Command", id="focus_command"),
@@ -278,8 +276,15 @@ class ControlCenterScreen(BaseScreen):
             for agent_id, pane in self.grid.panes.items():
                 pane.reload(hub.output_by_agent.get(agent_id, ()))
             switcher.current = "grid"
+            # The panes get their size on this refresh: follow their ends once they have it.
+            self.call_after_refresh(self._follow_ends)
         else:
             switcher.current = "combined"
+
+    def _follow_ends(self) -> None:
+        if self.follow:
+            for log in self.logs():
+                log.scroll_end(animate=False, immediate=True)
 
     def action_filter_output(self) -> None:
         self.only_marked = not self.only_marked

@@ -17,20 +17,20 @@ from tui import format as fmt
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_POINTS = 8
 
-#: (key, label, wide only)
-COLUMNS: list[tuple[str, str, bool]] = [
-    ("num", "#", False),
-    ("name", "Agent", False),
-    ("type", "Type", True),
-    ("status", "Status", False),
-    ("activity", "Activity", False),
-    ("queue", "Q", False),
-    ("cpu", "CPU", False),
-    ("mem", "Mem", False),
-    ("tokens", "Tokens", False),
-    ("cost", "Cost", True),
-    ("uptime", "Up", True),
-    ("host", "Host", True),
+#: (key, label, wide only, width): fixed widths, so columns never jump as values change.
+COLUMNS: list[tuple[str, str, bool, int]] = [
+    ("num", "#", False, 2),
+    ("name", "Agent", False, 14),
+    ("type", "Type", True, 6),
+    ("status", "Status", False, 7),
+    ("activity", "Activity", False, 11),
+    ("queue", "Q", False, 3),
+    ("cpu", "CPU", False, 4),
+    ("mem", "Mem", False, 8),
+    ("tokens", "Tokens", False, 6),
+    ("cost", "Cost", True, 6),
+    ("uptime", "Up", True, 8),
+    ("host", "Host", True, 14),
 ]
 WIDE_AT = 118
 
@@ -87,14 +87,16 @@ class AgentsTable(DataTable[Text | str]):
             self._build_columns()
             self.show(list(self._agents.values()))
 
-    def _columns(self) -> list[tuple[str, str, bool]]:
+    def _columns(self) -> list[tuple[str, str, bool, int]]:
         return [c for c in COLUMNS if self.wide or not c[2]]
 
     def _build_columns(self) -> None:
         self.clear(columns=True)
         self.order = []
-        for key, label, _ in self._columns():
-            self.add_column(label, key=key)
+        for key, label, _, width in self._columns():
+            if key == "cpu" and self.wide:
+                width += SPARK_POINTS + 1
+            self.add_column(label, key=key, width=width)
 
     @property
     def selected_agent_id(self) -> str | None:
@@ -115,10 +117,18 @@ class AgentsTable(DataTable[Text | str]):
     def show(self, agents: list[Agent]) -> None:
         """Bring the table to these agents (sorted by name): new rows added, gone rows removed,
         changed cells updated in place."""
-        self._agents = {a.id: a for a in agents}
+        previous, self._agents = self._agents, {a.id: a for a in agents}
         for agent in agents:
-            history = self._cpu.setdefault(agent.id, deque(maxlen=SPARK_POINTS))
-            if agent.status is AgentStatus.ONLINE:
+            if previous.get(agent.id) is agent:
+                continue  # no new status from the hub: no new sample
+            if agent.status is not AgentStatus.ONLINE:
+                continue
+            history = self._cpu.get(agent.id)
+            if history is None:
+                # Start flat at the first sample, so the line always has its full width.
+                cpu = agent.health.cpu_percent
+                history = self._cpu[agent.id] = deque([cpu] * SPARK_POINTS, maxlen=SPARK_POINTS)
+            else:
                 history.append(agent.health.cpu_percent)
         wanted = [a.id for a in agents]
         if wanted != self.order:
@@ -159,7 +169,7 @@ class AgentsTable(DataTable[Text | str]):
             "uptime": fmt.duration(health.uptime_seconds) if online else fmt.clock(agent.last_seen),
             "host": agent.host_machine,
         }
-        return {key: cells[key] for key, _, _ in self._columns()}
+        return {key: cells[key] for key, _, _, _ in self._columns()}
 
     def action_toggle_mark(self) -> None:
         agent_id = self.selected_agent_id

@@ -1,4 +1,4 @@
-"""What a command changed, file by file: the totals, a file list (status, +added, −removed, path)
+"""What a command changed, file by file: the totals, a file list (status, +added, -removed, path)
 and the selected file's part of the unified diff, syntax-colored.
 
 The wrapper records one patch for the whole change set; it is split at its ``diff --git`` headers
@@ -19,6 +19,7 @@ from shared.api import ChangeSet, Command, Execution, FileChange
 
 #: At this width and more the file list sits left of the diff, above it otherwise.
 SIDE_BY_SIDE_WIDTH = 100
+MINUS = "\u2212"  # a real minus sign: as wide as "+", unlike a hyphen
 STATUS_STYLE = {"added": ("A", "bold green"), "deleted": ("D", "bold red"), "renamed": ("R", "bold cyan")}
 
 
@@ -120,7 +121,7 @@ class DiffView(Widget):
         table = self.query_one("#diff-files", DataTable)
         table.add_column("", key="status", width=1)
         table.add_column("+", key="added", width=5)
-        table.add_column("−", key="removed", width=5)
+        table.add_column(MINUS, key="removed", width=5)
         table.add_column("File", key="path")
         self.add_class("-empty")
 
@@ -153,7 +154,7 @@ class DiffView(Widget):
         line = Text()
         line.append(f"+{changes.added}", "bold green")
         line.append(" ")
-        line.append(f"−{changes.removed}", "bold red")
+        line.append(f"{MINUS}{changes.removed}", "bold red")
         line.append(f"  in {len(self.files)} file{'s' if len(self.files) != 1 else ''}", "bold")
         if changes.truncated:
             line.append("   the patch was cut (too large): some files show no diff", "bold yellow")
@@ -163,7 +164,7 @@ class DiffView(Widget):
             table.add_row(
                 Text(letter, style=style),
                 Text(f"+{change.added}", style="green"),
-                Text(f"−{change.removed}", style="red"),
+                Text(f"{MINUS}{change.removed}", style="red"),
                 Text(change.path + ("  (binary)" if change.binary else "")),
                 key=str(index),
             )

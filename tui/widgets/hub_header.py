@@ -9,7 +9,7 @@ from textual.widgets import Static
 from tui.client.stream import LinkState
 
 LINK_STYLE = {
-    LinkState.CONNECTED: ("● connected", "bold green"),
+    LinkState.CONNECTED: ("●", "bold green"),
     LinkState.CONNECTING: ("◌ connecting", "bold yellow"),
     LinkState.DISCONNECTED: ("○ disconnected", "bold red"),
     LinkState.AUTH_FAILED: ("✖ token refused", "bold red"),
@@ -34,12 +34,11 @@ class HubHeader(Static):
         text.append("Onsembl ", "bold magenta")
         state, style = LINK_STYLE[self.link]
         text.append(state, style)
-        text.append(f"  {self.url}", "dim")
-        text.append("   agents ", "dim")
+        text.append(f" {self.url}  ", "dim")
         text.append(f"{self.online}/{self.total}", "bold")
-        text.append(" online  ", "dim")
+        text.append(" online ", "dim")
         text.append(str(self.busy), "bold cyan")
-        text.append(" busy  ", "dim")
+        text.append(" busy ", "dim")
         text.append(str(self.queued), "bold blue")
         text.append(" queued", "dim")
         if self.needs_input:

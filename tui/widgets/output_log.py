@@ -9,12 +9,12 @@ re-render what the scrollback holds.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime
 
 from rich.text import Text
 from textual.widgets import RichLog
 
 from shared.enums import StreamType
+from tui import format as fmt
 from tui.state import OutputEntry
 
 FLUSH_HZ = 20
@@ -25,6 +25,9 @@ class OutputLog(RichLog):
     OutputLog {
         background: $surface;
         scrollbar-size-vertical: 1;
+        /* Long lines scroll sideways with left/right (or wrap with w); a horizontal bar would come
+           and go with the lines and steal the last line from follow mode. */
+        scrollbar-size-horizontal: 0;
         &:focus { background-tint: $foreground 3%; }
     }
     """
@@ -53,6 +56,16 @@ class OutputLog(RichLog):
 
     def on_mount(self) -> None:
         self.set_interval(1 / FLUSH_HZ, self._flush)
+
+    def on_resize(self) -> None:
+        # A pane that shrinks (the grid gains a pane) keeps its old offset: follow the end again.
+        if self.auto_scroll:
+            self.scroll_end(animate=False, immediate=False, x_axis=False)
+
+    @property
+    def has_pending(self) -> bool:
+        """Lines received but not drawn yet (they are, at the next flush)."""
+        return bool(self._pending)
 
     # -- feeding -----------------------------------------------------------------------------------
     def accepts(self, entry: OutputEntry) -> bool:
@@ -87,7 +100,7 @@ class OutputLog(RichLog):
         with the time, the agent (in the combined stream) and a mark for stderr."""
         prefix = Text(no_wrap=not self.wrap, end="")
         if self.timestamps:
-            prefix.append(datetime.fromtimestamp(entry.emitted_at / 1000).strftime("%H:%M:%S "), "dim")
+            prefix.append(f"{fmt.clock(entry.emitted_at)} ", "dim")
         if self.agent_label is not None:
             name, colour = self.agent_label(entry.agent_id)
             prefix.append(f"{name[:12]:<12} ", f"bold {colour}")

@@ -29,6 +29,7 @@ from textual.widgets.tree import TreeNode
 from shared.api import TraceEventRecord
 from shared.enums import TraceType
 from tui import format as fmt
+from tui.state import merge_record
 
 #: (agent id, trace id); an agent's top node has the trace id "".
 Key = tuple[str, str]
@@ -44,25 +45,8 @@ ICONS: dict[TraceType, tuple[str, str]] = {
     TraceType.RESPONSE: ("◂", "green"),
 }
 HEADINGS = {TraceType.LLM_PROMPT: "Prompt", TraceType.TOOL_CALL: "Input", TraceType.RESPONSE: "Content"}
-#: Fields a later record leaves out (None) without erasing what an earlier one said.
-_KEPT = ("parent_id", "content", "started_at", "completed_at", "duration_ms", "error")
 #: Keys of a tool input that say best what the call does, for the one-line preview.
 _PREVIEW_KEYS = ("command", "file_path", "path", "pattern", "query", "url", "description", "prompt")
-
-
-def merge_record(old: TraceEventRecord | None, new: TraceEventRecord) -> TraceEventRecord:
-    """``new`` over ``old``, as the hub merges them: later values win, None (and 0 tokens) never
-    erases a known value."""
-    if old is None:
-        return new
-    keep: dict[str, object] = {
-        name: getattr(old, name)
-        for name in _KEPT
-        if getattr(new, name) is None and getattr(old, name) is not None
-    }
-    if not new.tokens_used and old.tokens_used:
-        keep["tokens_used"] = old.tokens_used
-    return new.model_copy(update=keep) if keep else new
 
 
 def preview(content: object, limit: int = 60) -> str:
@@ -363,10 +347,9 @@ class TraceView(Widget):
         text.append(f"{icon} ", style)
         name_style = "bold red" if record.error else ("bold" if record.type is TraceType.TOOL_CALL else "")
         text.append(record.name or record.type.value.lower(), name_style)
-        if record.type is not TraceType.RESPONSE or record.name == "result":
-            hint = preview(record.content, 50)
-            if hint:
-                text.append(f" {hint}", "dim")
+        hint = preview(record.content, 50)
+        if hint:
+            text.append(f" {hint}", "dim")
         if record.duration_ms is not None:
             text.append(f"  {fmt.duration_ms(record.duration_ms)}", "cyan")
         elif _running(record):
@@ -409,7 +392,7 @@ class TraceView(Widget):
             totals = [r for (a, _), r in self.records.items() if a == agent_id]
             return Group(
                 self._agent_label(agent_id),
-                Text(f"agent {agent_id}", style="dim"),
+                Text(f"agent id {fmt.short_id(agent_id)}", style="dim"),
                 Text(
                     f"{sum(1 for r in totals if r.type is TraceType.TOOL_CALL)} tool calls, "
                     f"{sum(1 for r in totals if r.type is TraceType.RESPONSE)} responses",
