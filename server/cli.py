@@ -46,6 +46,7 @@ def serve(settings: Settings, *, workers: int, port_file: Path | None = None) ->
     import uvicorn
 
     from server.app import create_app
+    from server.ws.transport import protocol_class
     from shared.logs import setup_logging
     from shared.protocol import MAX_AGENT_MESSAGE_BYTES
 
@@ -60,7 +61,7 @@ def serve(settings: Settings, *, workers: int, port_file: Path | None = None) ->
     config = uvicorn.Config(
         app,
         log_config=None,
-        ws="websockets-sansio",
+        ws=protocol_class(settings.ws_compression_level),
         ws_max_size=MAX_AGENT_MESSAGE_BYTES + 64 * 1024,
         ws_ping_interval=20,
         ws_ping_timeout=20,
