@@ -20,7 +20,7 @@ from server.redis_text import as_text
 from server.services import publish_queues
 from server.ws.connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection, validation_details
 from shared.api import Report, TraceEventRecord
-from shared.enums import AckStatus, CompletionStatus, EndReason, ErrorCode, ExecutionStatus
+from shared.enums import AckStatus, AgentType, CompletionStatus, EndReason, ErrorCode, ExecutionStatus
 from shared.protocol import (
     MAX_AGENT_MESSAGE_BYTES,
     AgentBatch,
@@ -42,13 +42,12 @@ from shared.protocol import (
     ServerHeartbeat,
     ServerHeartbeatPayload,
     TerminalOutput,
-    TerminalStream,
-    TerminalStreamPayload,
     TraceEvent,
     TraceUpdate,
     error,
     now_ms,
     parse_agent_message,
+    terminal_stream_json,
 )
 
 log = logging.getLogger(__name__)
@@ -70,6 +69,7 @@ class AgentSession:
         self.conn = conn
         self.row = row
         self.agent_id = row.id
+        self.agent_type = AgentType(row.agent_type)
         #: command id -> execution id, for this agent.
         self._executions: dict[str, str] = {}
 
@@ -128,23 +128,20 @@ class AgentSession:
             if execution_id is None:
                 await self.unknown_command(output.command_id, message.id)
                 return
-            await hub.publish(
-                TerminalStream(
-                    payload=TerminalStreamPayload(
-                        command_id=output.command_id,
-                        agent_id=self.agent_id,
-                        agent_name=self.row.name,
-                        agent_type=self.row.agent_type,
-                        stream_type=output.stream_type,
-                        content=output.content,
-                        ansi_codes=output.ansi_codes,
-                        sequence=output.sequence,
-                        emitted_at=message.timestamp,
-                    )
+            # The event's JSON straight from the validated message (what the TerminalStream model
+            # serialises to, without building it): this runs for every line of output.
+            hub.publisher.publish_json(
+                terminal_stream_json(
+                    output,
+                    agent_id=self.agent_id,
+                    agent_name=self.row.name,
+                    agent_type=self.agent_type,
+                    emitted_at=message.timestamp,
                 ),
                 dedupe_key=keys.execution(execution_id),
                 sequence=output.sequence,
             )
+            await hub.publisher.wait_for_room()
         elif isinstance(message, AgentHeartbeat):
             await hub.agents.touch(self.agent_id, message.payload.health_metrics)
             await hub.publish_agent(self.agent_id, self.row)
