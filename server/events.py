@@ -79,8 +79,15 @@ class EventPublisher:
             pass
 
     async def publish(self, event: BaseModel, *, dedupe_key: str = "", sequence: int = 0) -> None:
-        self._pending.append(_Item(dedupe_key, sequence, encode(event)))
+        self.publish_json(encode(event), dedupe_key=dedupe_key, sequence=sequence)
+        await self.wait_for_room()
+
+    def publish_json(self, data: str, *, dedupe_key: str = "", sequence: int = 0) -> None:
+        """Queue an event already serialised as ``encode`` does; then ``await wait_for_room()``."""
+        self._pending.append(_Item(dedupe_key, sequence, data))
         self._wake.set()
+
+    async def wait_for_room(self) -> None:
         if len(self._pending) >= MAX_UNFLUSHED:
             self._room.clear()
             await self._room.wait()

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from sqlalchemy import case, func, update
+from sqlalchemy import Table, bindparam, case, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -39,8 +39,49 @@ from shared.protocol import (
 
 log = logging.getLogger(__name__)
 
-BATCH = 2000
+BATCH = 500
 CLAIM_IDLE_MS = 60_000
+
+
+_OUTPUT = cast(Table, OutputLineRow.__table__)
+_EXECUTIONS = cast(Table, ExecutionRow.__table__)
+_BUMP_OUTPUT_LINES = (
+    update(_EXECUTIONS)
+    .where(_EXECUTIONS.c.command_id == bindparam("b_command"), _EXECUTIONS.c.agent_id == bindparam("b_agent"))
+    .values(
+        output_lines=case(
+            (_EXECUTIONS.c.output_lines < bindparam("b_lines"), bindparam("b_lines")),
+            else_=_EXECUTIONS.c.output_lines,
+        )
+    )
+)
+_AGENTS = cast(Table, AgentRow.__table__)
+_UPDATE_AGENT = (
+    update(_AGENTS)
+    .where(_AGENTS.c.id == bindparam("b_id"))
+    .values(
+        {
+            column: bindparam(f"b_{column}", type_=_AGENTS.c[column].type)
+            for column in (
+                "status",
+                "agent_type",
+                "host_machine",
+                "version",
+                "last_seen",
+                "health",
+                "capabilities",
+            )
+        }
+    )
+)
+_INSERT_OUTPUT = {
+    "postgresql": postgresql.insert(_OUTPUT).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(_OUTPUT).on_conflict_do_nothing(),
+}
+
+
+def _insert_output(dialect: str) -> Any:
+    return _INSERT_OUTPUT["postgresql" if dialect == "postgresql" else "sqlite"]
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
@@ -201,38 +242,38 @@ async def apply(session: AsyncSession, events: list[StreamEvent]) -> None:
             key = (p.command_id, p.agent_id)
             max_seq[key] = max(max_seq[key], p.sequence)
     if lines:
-        # One statement, many parameter sets: compiled once and cached, batched by the driver layer
-        # (a VALUES list of a new length each time cost a compile per batch).
-        await session.execute(_insert(session, OutputLineRow).on_conflict_do_nothing(), lines)
-        for (command_id, agent_id), seq in max_seq.items():
-            await session.execute(
-                update(ExecutionRow)
-                .where(ExecutionRow.command_id == command_id, ExecutionRow.agent_id == agent_id)
-                .values(
-                    output_lines=case(
-                        (ExecutionRow.output_lines < seq + 1, seq + 1), else_=ExecutionRow.output_lines
-                    )
-                )
-            )
+        # Core statements on the tables (not the ORM entities, whose bulk paths cost more), each
+        # built once, executed once with many parameter sets: one driver call per batch for the
+        # lines, one for the line counts of all the executions in it (a statement per execution
+        # cost a round trip to the database thread each, 1-2 ms).
+        conn = await session.connection()
+        await conn.execute(_insert_output(conn.dialect.name), lines)
+        await conn.execute(
+            _BUMP_OUTPUT_LINES,
+            [{"b_command": c, "b_agent": a, "b_lines": seq + 1} for (c, a), seq in max_seq.items()],
+        )
     await _apply_traces(session, [e for e in events if isinstance(e, TraceUpdate)])
+    # An agent's record takes its latest status in the batch: one statement for all of them.
+    agents: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if isinstance(event, AgentStatusMessage):
+            a = event.payload
+            agents[a.id] = {
+                "b_id": a.id,
+                "b_status": a.status.value,
+                "b_agent_type": a.agent_type.value,
+                "b_host_machine": a.host_machine,
+                "b_version": a.version,
+                "b_last_seen": a.last_seen,
+                "b_health": a.health.wire(),
+                "b_capabilities": a.capabilities,
+            }
+    if agents:
+        conn = await session.connection()
+        await conn.execute(_UPDATE_AGENT, list(agents.values()))
     for event in events:
         if isinstance(event, CommandStatus):
             await _apply_status(session, event)
-        elif isinstance(event, AgentStatusMessage):
-            a = event.payload
-            await session.execute(
-                update(AgentRow)
-                .where(AgentRow.id == a.id)
-                .values(
-                    status=a.status.value,
-                    agent_type=a.agent_type.value,
-                    host_machine=a.host_machine,
-                    version=a.version,
-                    last_seen=a.last_seen,
-                    health=a.health.wire(),
-                    capabilities=a.capabilities,
-                )
-            )
         elif isinstance(event, ReportReady):
             r = event.payload
             values = {

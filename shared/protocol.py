@@ -11,12 +11,13 @@ build with the classes, serialise with ``.to_json()``. Nothing builds message di
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter
+from pydantic_core import to_json
 
 from shared.api import (
     Agent,
@@ -117,7 +118,10 @@ def now_ms() -> int:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` gives, at less than half the cost:
+    every message the hub relays gets one."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 class Envelope(WireModel):
@@ -604,6 +608,25 @@ def stream_json(event: StreamEnvelope) -> str:
     """A stream event as stored in the hub's event stream: without ``position``, which the stream
     itself assigns."""
     return event.model_dump_json(by_alias=True, exclude={"position"})
+
+
+def terminal_stream_json(
+    output: TerminalOutputPayload, *, agent_id: str, agent_name: str, agent_type: AgentType, emitted_at: int
+) -> str:
+    """``stream_json`` of the TERMINAL_STREAM event for a validated TERMINAL_OUTPUT: byte for byte what
+    ``stream_json(TerminalStream(payload=TerminalStreamPayload(...)))`` gives (tests/shared check the
+    equality), in a tenth of the time, for the hub's hottest path. The values come validated (the
+    agent's message, the agent's record); strings are serialised by pydantic's own JSON encoder, and
+    the store and every TUI validate the event when they read it."""
+    return (
+        f'{{"id":"{new_id()}","timestamp":{now_ms()},"type":"{MessageType.TERMINAL_STREAM.value}",'
+        f'"payload":{{"commandId":{to_json(output.command_id).decode()},'
+        f'"agentId":{to_json(agent_id).decode()},"agentName":{to_json(agent_name).decode()},'
+        f'"agentType":"{agent_type.value}","streamType":"{output.stream_type.value}",'
+        f'"content":{to_json(output.content).decode()},'
+        f'"ansiCodes":{"true" if output.ansi_codes else "false"},'
+        f'"sequence":{int(output.sequence)},"emittedAt":{int(emitted_at)}}}}}'
+    )
 
 
 def agent_batch_frame(frames: list[str]) -> str:

@@ -15,7 +15,9 @@ from shared.enums import ErrorCode
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_hub(request: Request) -> Hub:
+# Both dependencies are ``async`` although they do not wait: FastAPI runs a plain ``def`` dependency
+# in its thread pool, two thread hops on every request.
+async def get_hub(request: Request) -> Hub:
     hub: Hub = request.app.state.hub
     return hub
 
@@ -23,7 +25,7 @@ def get_hub(request: Request) -> Hub:
 HubDep = Annotated[Hub, Depends(get_hub)]
 
 
-def current_user(
+async def current_user(
     hub: HubDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     if credentials is None:

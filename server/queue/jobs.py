@@ -91,6 +91,17 @@ def end_execution(
     return applied
 
 
+def _park(conn: redis.Redis, spec: ExecutionSpec, maxlen: int) -> None:
+    """Park the execution until its agent can take it. The agent may have become available (resumed,
+    reconnected) between the check and the park, after the hub released the parked ones: then release
+    it at once, or it would stay QUEUED until the next release. (A release takes the parked set in one
+    transaction, so an execution is released once; the job that runs it then passes the check.)"""
+    executions.park(conn, spec)
+    if _agent_available(conn, spec.agent_id):
+        executions.release_pending(conn, spec.agent_id)
+    publish_queue(conn, spec.agent_id, maxlen)
+
+
 def run_execution(execution_id: str) -> str:
     job = get_current_job()
     assert job is not None, "run_execution runs as an RQ job"
@@ -108,8 +119,7 @@ def run_execution(execution_id: str) -> str:
     # A run after a lost worker resumes an execution already on the agent.
     resuming = status in (ExecutionStatus.DISPATCHED, ExecutionStatus.EXECUTING)
     if not resuming and not _agent_available(conn, spec.agent_id):
-        executions.park(conn, spec)
-        publish_queue(conn, spec.agent_id, maxlen)
+        _park(conn, spec, maxlen)
         return "parked"
     try:
         return _supervise(conn, spec, state, resuming, settings)

@@ -19,8 +19,8 @@ from server.queue import executions
 from server.redis_text import as_text
 from server.services import publish_queues
 from server.ws.connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection, validation_details
-from shared.api import Report, TraceEventRecord
-from shared.enums import AckStatus, CompletionStatus, EndReason, ErrorCode, ExecutionStatus
+from shared.api import HealthMetrics, Report, TraceEventRecord
+from shared.enums import AckStatus, AgentType, CompletionStatus, EndReason, ErrorCode, ExecutionStatus
 from shared.protocol import (
     MAX_AGENT_MESSAGE_BYTES,
     AgentBatch,
@@ -42,13 +42,12 @@ from shared.protocol import (
     ServerHeartbeat,
     ServerHeartbeatPayload,
     TerminalOutput,
-    TerminalStream,
-    TerminalStreamPayload,
     TraceEvent,
     TraceUpdate,
     error,
     now_ms,
     parse_agent_message,
+    terminal_stream_json,
 )
 
 log = logging.getLogger(__name__)
@@ -62,6 +61,25 @@ _COMPLETION = {
 }
 
 
+#: A heartbeat whose health is unchanged is announced at least this often (last seen, uptime).
+HEALTH_REFRESH_MS = 5 * 60_000
+
+
+def health_changed(before: HealthMetrics, after: HealthMetrics) -> bool:
+    """Whether a TUI would show something else: a counter moved, or a gauge moved by 5 points (CPU,
+    memory %) or 10 % (memory bytes). Uptime alone does not count."""
+    return (
+        before.commands_processed != after.commands_processed
+        or before.tokens_used != after.tokens_used
+        or before.cost_usd != after.cost_usd
+        or before.process_count != after.process_count
+        or before.average_response_ms != after.average_response_ms
+        or abs(before.cpu_percent - after.cpu_percent) >= 5.0
+        or abs(before.memory_percent - after.memory_percent) >= 5.0
+        or abs(before.memory_bytes - after.memory_bytes) > before.memory_bytes // 10
+    )
+
+
 class AgentSession:
     """One connected agent, from AGENT_CONNECT to disconnect."""
 
@@ -70,6 +88,10 @@ class AgentSession:
         self.conn = conn
         self.row = row
         self.agent_id = row.id
+        self.agent_type = AgentType(row.agent_type)
+        #: The health last announced to the TUIs (AGENT_STATUS) on a heartbeat, and when.
+        self._announced_health: HealthMetrics | None = None
+        self._announced_at = 0
         #: command id -> execution id, for this agent.
         self._executions: dict[str, str] = {}
 
@@ -128,26 +150,33 @@ class AgentSession:
             if execution_id is None:
                 await self.unknown_command(output.command_id, message.id)
                 return
-            await hub.publish(
-                TerminalStream(
-                    payload=TerminalStreamPayload(
-                        command_id=output.command_id,
-                        agent_id=self.agent_id,
-                        agent_name=self.row.name,
-                        agent_type=self.row.agent_type,
-                        stream_type=output.stream_type,
-                        content=output.content,
-                        ansi_codes=output.ansi_codes,
-                        sequence=output.sequence,
-                        emitted_at=message.timestamp,
-                    )
+            # The event's JSON straight from the validated message (what the TerminalStream model
+            # serialises to, without building it): this runs for every line of output.
+            hub.publisher.publish_json(
+                terminal_stream_json(
+                    output,
+                    agent_id=self.agent_id,
+                    agent_name=self.row.name,
+                    agent_type=self.agent_type,
+                    emitted_at=message.timestamp,
                 ),
                 dedupe_key=keys.execution(execution_id),
                 sequence=output.sequence,
             )
+            await hub.publisher.wait_for_room()
         elif isinstance(message, AgentHeartbeat):
-            await hub.agents.touch(self.agent_id, message.payload.health_metrics)
-            await hub.publish_agent(self.agent_id, self.row)
+            health = message.payload.health_metrics
+            await hub.agents.touch(self.agent_id, health)
+            # The heartbeat keeps the agent online (above); the TUIs and the store hear of it only when
+            # the health they show changed, or every few minutes: most beats change nothing visible.
+            at = now_ms()
+            if (
+                self._announced_health is None
+                or health_changed(self._announced_health, health)
+                or at - self._announced_at >= HEALTH_REFRESH_MS
+            ):
+                self._announced_health, self._announced_at = health, at
+                await hub.publish_agent(self.agent_id, self.row)
         elif isinstance(message, CommandAck):
             await self.on_ack(message)
         elif isinstance(message, CommandComplete):

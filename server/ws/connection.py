@@ -163,17 +163,11 @@ class Connection:
         while True:
             if self.closed.is_set():
                 return None
-            receive = asyncio.ensure_future(self.ws.receive())
-            closed = asyncio.ensure_future(self.closed.wait())
-            done, _ = await asyncio.wait({receive, closed}, return_when=asyncio.FIRST_COMPLETED)
-            if receive not in done:
-                receive.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await receive
-                return None
-            closed.cancel()
+            # No race against ``closed`` here (two tasks per message): the sender always ends by
+            # closing the socket (or finding it gone), and the server then hands the app
+            # ``websocket.disconnect``, which ends this wait.
             try:
-                message = receive.result()
+                message = await self.ws.receive()
             except (WebSocketDisconnect, RuntimeError):
                 return None
             if message["type"] == "websocket.disconnect":
@@ -187,7 +181,8 @@ class Connection:
                 except UnicodeDecodeError:
                     self.send(error(ErrorCode.INVALID_MESSAGE, "binary frames must be UTF-8 JSON"))
                     continue
-            if len(data) > self.max_bytes or len(data.encode()) > self.max_bytes:
+            # A character is at most 4 bytes in UTF-8: encode only when the text may be too big.
+            if len(data) * 4 > self.max_bytes and len(data.encode()) > self.max_bytes:
                 self.send(
                     error(
                         ErrorCode.INVALID_MESSAGE,

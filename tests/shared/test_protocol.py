@@ -208,6 +208,54 @@ def test_stream_frame_adds_the_position_to_the_stored_event() -> None:
     assert relayed == event.model_copy(update={"position": "12-3"})
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        "plain",
+        'q"uote\\ back',
+        "tab\tnl\n\r\x00\x1b[31mred\x1b[0m",
+        "\u00e9\u4e2d\U0001f600 \u2028",
+        "</script>",
+    ],
+)
+@pytest.mark.parametrize("ansi", [False, True])
+def test_terminal_stream_json_equals_the_model_serialisation(content: str, ansi: bool) -> None:
+    from shared.protocol import parse_stream_event, stream_json, terminal_stream_json
+
+    output = TerminalOutputPayload(
+        command_id="cmd-1", agent_id="a.1", stream_type=StreamType.STDERR, content=content,
+        ansi_codes=ansi, sequence=42,
+    )  # fmt: skip
+    data = terminal_stream_json(
+        output, agent_id="a.1", agent_name='n "é"', agent_type=AgentType.CODEX, emitted_at=7
+    )
+    event = parse_stream_event(data)
+    assert isinstance(event, TerminalStream)
+    expected = TerminalStream(
+        id=event.id,
+        timestamp=event.timestamp,
+        payload=TerminalStreamPayload(
+            command_id="cmd-1", agent_id="a.1", agent_name='n "é"', agent_type=AgentType.CODEX,
+            stream_type=StreamType.STDERR, content=content, ansi_codes=ansi, sequence=42, emitted_at=7,
+        ),
+    )  # fmt: skip
+    assert data == stream_json(expected)
+    assert event == expected
+
+
+def test_new_id_is_a_version_4_uuid() -> None:
+    import uuid
+
+    from shared.protocol import new_id
+
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for value in list(ids)[:50]:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
 def test_agent_batch_frame_parses_to_the_messages_in_order() -> None:
     from shared.protocol import AgentBatch, agent_batch_frame
 
