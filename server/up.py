@@ -118,7 +118,7 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
         )
         if not headless:
             try:
-                from tui.cli import launch  # type: ignore[attr-defined]
+                from tui.cli import launch
             except ImportError:
                 print("(the terminal UI is not part of this build yet; running headless)", file=sys.stderr)
             else:

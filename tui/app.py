@@ -34,7 +34,6 @@ class OnsemblApp(App[None]):
     TITLE = "Onsembl"
     CSS_PATH = "onsembl.tcss"
     COMMANDS = App.COMMANDS | {OnsemblCommands}
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (150, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+x", "emergency_stop", "E-STOP", priority=True, id="emergency_stop"),
         Binding("question_mark", "help", "Help", id="help"),
@@ -391,7 +390,11 @@ class OnsemblApp(App[None]):
         else:
             fill({})
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
+        self.go_back()
+
+    def go_back(self) -> None:
+        # Never below the control center (the stack's bottom is Textual's default screen).
         if len(self.screen_stack) > 2:
             self.pop_screen()
 

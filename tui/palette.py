@@ -71,4 +71,4 @@ def _run(node: object, action: str) -> None:
     from textual.dom import DOMNode
 
     if isinstance(node, DOMNode):
-        node.app.call_later(node.run_action, action)
+        node.app.call_later(node.app.run_action, action, node)

@@ -28,6 +28,9 @@ from tui.screens.report_view import ReportScreen
 from tui.widgets.output_log import OutputLog
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: About 90 s: CI runs them as their own step (``python3 dev.py test -m slow``).
+pytestmark = pytest.mark.slow
+
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 
 
@@ -129,6 +132,8 @@ def run(
         # Every pane shows its last lines (follow mode) once the layout settled.
         await async_wait_until(followed, 10, "the output panes at their ends")
         app.clear_notifications()
+        for field in app.screen.query("Input, TextArea"):
+            field.cursor_blink = False  # type: ignore[attr-defined]  # a blinking cursor is timing
         await pilot.pause()
 
     assert snap_compare(scene_app(hub), terminal_size=size, run_before=run_before)

@@ -141,7 +141,7 @@ async def test_trace_tree_grows_live_with_tool_calls_under_their_parents(
         assert "ls -la" in str(view.nodes[bash_key].label)
 
         # The detail pane shows the call's input and its result.
-        view.tree.move_cursor(view.nodes[bash_key])
+        view.trace_tree.move_cursor(view.nodes[bash_key])
         await pilot.pause()
         detail = text_of(view.query_one("#trace-detail-body", Static).content)
         assert "Input" in detail and '"command": "ls -la"' in detail, detail
@@ -154,7 +154,7 @@ async def test_trace_tree_grows_live_with_tool_calls_under_their_parents(
         assert isinstance(app.screen, CommandDetailScreen) and app.screen.command_id == command_id
         await pilot.press("escape")
         assert app.screen is screen
-        assert view.tree.cursor_node is view.nodes[bash_key]  # the cursor stayed where it was
+        assert view.trace_tree.cursor_node is view.nodes[bash_key]  # the cursor stayed where it was
 
 
 class TraceApp(App[None]):
@@ -178,9 +178,9 @@ async def test_a_parent_arriving_late_takes_its_children_and_the_cursor_stays() 
         view.merge([call, record("t1:result", "t1", content="total 0")])
         # The message has not come yet: the call hangs under its agent.
         assert view.nodes[("a1", "t1")].parent is view.agents["a1"]
-        view.tree.move_cursor(view.nodes[("a1", "t1:result")])
+        view.trace_tree.move_cursor(view.nodes[("a1", "t1:result")])
         view.nodes[("a1", "t1")].collapse()
-        view.tree.move_cursor(view.nodes[("a1", "t1")])
+        view.trace_tree.move_cursor(view.nodes[("a1", "t1")])
         await pilot.pause()
 
         view.merge([record("m0"), record("m1", tokens_used=42)])
@@ -189,7 +189,7 @@ async def test_a_parent_arriving_late_takes_its_children_and_the_cursor_stays() 
         assert [c.data for c in call_node.children] == [("a1", "t1:result")]
         assert not call_node.is_expanded  # collapsed before the move, collapsed after
         await pilot.pause()
-        assert view.tree.cursor_node is call_node
+        assert view.trace_tree.cursor_node is call_node
 
         # The call's end leaves its input out: the input stays; the duration and error come in.
         view.merge([call.model_copy(update={"content": None, "duration_ms": 5, "error": "exit 2"})])

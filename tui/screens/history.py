@@ -298,7 +298,7 @@ class PagedListScreen(BaseScreen):
         if isinstance(self.focused, (Input, Select)):
             self.query_one(PagedTable).focus()
         else:
-            self.onsembl.action_back()
+            self.onsembl.go_back()
 
     def apply_filters(self) -> bool:
         if not self.read_filters():

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from rich.text import Text
+from textual import on
+from textual.events import Resize
 from textual.widgets import RichLog
 
 from shared.enums import StreamType
@@ -57,7 +59,8 @@ class OutputLog(RichLog):
     def on_mount(self) -> None:
         self.set_interval(1 / FLUSH_HZ, self._flush)
 
-    def on_resize(self) -> None:
+    @on(Resize)
+    def _follow_after_resize(self, event: Resize) -> None:
         # A pane that shrinks (the grid gains a pane) keeps its old offset: follow the end again.
         if self.auto_scroll:
             self.scroll_end(animate=False, immediate=False, x_axis=False)

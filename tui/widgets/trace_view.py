@@ -181,14 +181,14 @@ class TraceView(Widget):
             yield Static(Text("no trace recorded yet", style="dim italic"), id="trace-detail-body")
 
     @property
-    def tree(self) -> Tree[Key]:
+    def trace_tree(self) -> Tree[Key]:
         return self.query_one("#trace-tree", Tree)
 
     def on_resize(self, event: Resize) -> None:
         self.set_class(event.size.width >= SIDE_BY_SIDE_WIDTH, "-side")
 
     def focus_tree(self) -> None:
-        self.tree.focus()
+        self.trace_tree.focus()
 
     # -- what it holds -----------------------------------------------------------------------------
     @property
@@ -224,7 +224,7 @@ class TraceView(Widget):
             changed.append(key)
         if not changed:
             return 0
-        tree = self.tree
+        tree = self.trace_tree
         cursor = tree.cursor_node.data if tree.cursor_node is not None else None
         agents = {key[0] for key in changed}
         for key in self._parents_first(changed):
@@ -335,7 +335,7 @@ class TraceView(Widget):
     def _agent_node(self, agent_id: str) -> TreeNode[Key]:
         node = self.agents.get(agent_id)
         if node is None:
-            node = self.agents[agent_id] = self.tree.root.add(
+            node = self.agents[agent_id] = self.trace_tree.root.add(
                 self._agent_label(agent_id), data=(agent_id, ""), expand=True
             )
         return node
