@@ -16,6 +16,7 @@ from shared.protocol import now_ms
 
 router = APIRouter(prefix="/presets", tags=["presets"])
 
+
 def _record(row: PresetRow) -> Preset:
     return Preset(
         id=row.id,
