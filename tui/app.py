@@ -7,6 +7,7 @@ the UI never waits on the hub. Screens read :attr:`OnsemblApp.hub` and subscribe
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -76,6 +77,12 @@ class OnsemblApp(App[None]):
     # -- lifecycle ---------------------------------------------------------------------------------
     def on_mount(self) -> None:
         from tui.screens.control_center import ControlCenterScreen
+
+        # Streaming makes many short-lived objects: collect the young ones less often, and keep
+        # what start-up built out of every collection (full passes pause the screen otherwise).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
 
         if self.settings.keys:
             self.set_keymap(self.settings.keys)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from shared.api import Agent, AgentQueue, EmergencyStopResult, OutputLine, Report, TraceEventRecord
 from shared.enums import AgentActivity, AgentStatus, ExecutionStatus, StreamType
@@ -27,6 +28,7 @@ from shared.protocol import (
     ReportReady,
     StreamEnvelope,
     TerminalStream,
+    TerminalStreamPayload,
     TraceUpdate,
 )
 
@@ -57,15 +59,29 @@ def merge_record(old: TraceEventRecord | None, new: TraceEventRecord) -> TraceEv
     return new.model_copy(update=keep) if keep else new
 
 
-@dataclass(slots=True)
-class OutputEntry:
+class OutputEntry(NamedTuple):
+    """One TERMINAL_STREAM payload as the views need it. A tuple of plain values, so the garbage
+    collector stops tracking it (hundreds of thousands of these must not slow down its passes)."""
+
     agent_id: str
     command_id: str
     sequence: int
-    stream: StreamType
+    stderr: bool
     content: str
     ansi: bool
     emitted_at: int
+
+    @classmethod
+    def of(cls, line: OutputLine | TerminalStreamPayload) -> OutputEntry:
+        return cls(
+            line.agent_id,
+            line.command_id,
+            line.sequence,
+            line.stream_type is StreamType.STDERR,
+            line.content,
+            line.ansi_codes,
+            line.emitted_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +185,7 @@ class HubState:
         changes = Changes()
         for event in events:
             if isinstance(event, TerminalStream):
-                p = event.payload
-                entry = OutputEntry(
-                    p.agent_id, p.command_id, p.sequence, p.stream_type, p.content, p.ansi_codes, p.emitted_at
-                )
-                self._add_line(entry, changes)
+                self._add_line(OutputEntry.of(event.payload), changes)
             elif isinstance(event, AgentStatusMessage):
                 agent = event.payload
                 self.agents[agent.id] = agent
@@ -234,15 +246,7 @@ class HubState:
             missing.discard(line.sequence)
             if not missing:
                 del self._missing[key]
-            entry = OutputEntry(
-                line.agent_id,
-                line.command_id,
-                line.sequence,
-                line.stream_type,
-                line.content,
-                line.ansi_codes,
-                line.emitted_at,
-            )
+            entry = OutputEntry.of(line)
             self._store_line(entry)
             added.append(entry)
         return added

@@ -228,7 +228,7 @@ async def test_command_detail_pages_the_stored_output(
         log = screen.output_log
 
         def shown() -> list[int]:
-            return numbers("\n".join(line.text for line in log.lines))
+            return numbers("\n".join(log.plain_lines()))
 
         def first(entries: int) -> list[int]:
             return [n for part in expected[:entries] for n in part]

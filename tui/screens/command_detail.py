@@ -30,15 +30,7 @@ TABS = ("tab-output", "tab-trace", "tab-report", "tab-changes")
 
 
 def _entry(line: OutputLine) -> OutputEntry:
-    return OutputEntry(
-        line.agent_id,
-        line.command_id,
-        line.sequence,
-        line.stream_type,
-        line.content,
-        line.ansi_codes,
-        line.emitted_at,
-    )
+    return OutputEntry.of(line)
 
 
 def _line_count(content: str) -> int:

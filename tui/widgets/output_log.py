@@ -1,28 +1,46 @@
 """One scrolling output stream: the combined one (every agent, color-coded) or one agent's pane.
 
-Lines arrive in bursts of thousands per second; they are queued and written at most ``FLUSH_HZ``
-times a second, and only the last ``max_lines`` of a burst are rendered (older ones would scroll
-out at once). Follow mode (``s``), wrap (``w``), timestamps (``t``) and the search filter (``/``)
-re-render what the scrollback holds.
+Lines arrive by thousands a second, so the pane never renders what it does not show: it keeps its
+rows (one per line of output, at most ``max_lines``) as plain data and draws only the visible ones,
+through Textual's line API, with a cache of the rows already drawn. New lines are queued and taken
+in at most ``FLUSH_HZ`` times a second. Follow mode (``s``) keeps the end in view; scrolling up
+while following holds the view still until the end is reached again. Wrap (``w``), timestamps
+(``t``) and the search filter (``/``) re-lay the rows the pane holds.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
+from itertools import count
+from typing import NamedTuple
 
 from rich.text import Text
-from textual import on
+from textual.cache import LRUCache
 from textual.events import Resize
-from textual.widgets import RichLog
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
-from shared.enums import StreamType
 from tui import format as fmt
 from tui.state import OutputEntry
 
-FLUSH_HZ = 20
+FLUSH_HZ = 10
+NAME_WIDTH = 12
 
 
-class OutputLog(RichLog):
+class Row(NamedTuple):
+    """One screen line: a line of an entry's content (or, wrapped, a piece of one). A tuple of
+    plain values, untracked by the garbage collector like the entries."""
+
+    id: int
+    entry: OutputEntry
+    text: str
+    #: False for the second and later pieces of a wrapped line (they get no prefix).
+    first: bool = True
+
+
+class OutputLog(ScrollView, can_focus=True):
     DEFAULT_CSS = """
     OutputLog {
         background: $surface;
@@ -44,30 +62,36 @@ class OutputLog(RichLog):
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
-        super().__init__(
-            max_lines=max_lines, wrap=wrap, markup=False, highlight=False, id=id, classes=classes
-        )
+        super().__init__(id=id, classes=classes)
         #: agent id -> (name, colour); None for a single agent's pane (no name column).
         self.agent_label = agent_label
+        self.max_lines = max_lines
         self.timestamps = timestamps
+        self.wrap = wrap
+        self.auto_scroll = True
         self.search = ""
         self.agent_filter: frozenset[str] | None = None
+        #: Lines taken in since the pane was made (what a user could have seen go by).
         self.lines_shown = 0
+        self.rows: deque[Row] = deque(maxlen=max_lines)
         self._pending: list[OutputEntry] = []
-        self._dirty = False
+        self._ids = count()
+        self._widest = 0
+        self._strips: LRUCache[int, Strip] = LRUCache(1024)
 
     def on_mount(self) -> None:
         self.set_interval(1 / FLUSH_HZ, self._flush)
 
-    @on(Resize)
-    def _follow_after_resize(self, event: Resize) -> None:
-        # A pane that shrinks (the grid gains a pane) keeps its old offset: follow the end again.
+    def on_resize(self, event: Resize) -> None:
+        if self.wrap:
+            self._relayout()
         if self.auto_scroll:
+            # A pane that shrinks (the grid gains a pane) keeps its old offset: follow the end again.
             self.scroll_end(animate=False, immediate=False, x_axis=False)
 
     @property
     def has_pending(self) -> bool:
-        """Lines received but not drawn yet (they are, at the next flush)."""
+        """Lines received but not taken in yet (they are, at the next flush)."""
         return bool(self._pending)
 
     # -- feeding -----------------------------------------------------------------------------------
@@ -82,44 +106,149 @@ class OutputLog(RichLog):
 
     def reload(self, entries: Iterable[OutputEntry]) -> None:
         """Show these lines (the scrollback) again, after a change of filter, wrap or timestamps."""
-        self.clear()
+        self.rows.clear()
+        self._strips.clear()
+        self._widest = 0
         self._pending = [e for e in entries if self.accepts(e)]
         self._flush()
+
+    def clear(self) -> None:
+        self.reload(())
 
     def _flush(self) -> None:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        if len(pending) > self.max_lines:  # type: ignore[operator]
-            pending = pending[-self.max_lines :]  # type: ignore[operator]
-        for entry in pending:
-            for line in self.render_entry(entry):
-                self.write(line, scroll_end=self.auto_scroll)
+        following = self.auto_scroll and self.scroll_y >= self.max_scroll_y
+        self._append_rows(pending)
         self.lines_shown += len(pending)
+        self._update_size()
+        if following:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self.refresh()
 
-    # -- rendering ---------------------------------------------------------------------------------
-    def render_entry(self, entry: OutputEntry) -> list[Text]:
-        """One Text per line of the entry (an agent may send several lines in one message), each
-        with the time, the agent (in the combined stream) and a mark for stderr."""
-        prefix = Text(no_wrap=not self.wrap, end="")
-        if self.timestamps:
-            prefix.append(f"{fmt.clock(entry.emitted_at)} ", "dim")
+    def _append_rows(self, entries: Iterable[OutputEntry]) -> None:
+        rows, ids = self.rows, self._ids
+        width = self._wrap_width() if self.wrap else 0
+        prefix = self._prefix_width()
+        widest = self._widest
+        for entry in entries:
+            content = entry.content.rstrip("\n")
+            for line in content.split("\n") if content else ("",):
+                line = line.rstrip("\r")
+                if width:
+                    pieces = self._wrap(line, width)
+                    for index, piece in enumerate(pieces):
+                        rows.append(Row(next(ids), entry, piece, index == 0))
+                else:
+                    rows.append(Row(next(ids), entry, line))
+                    if len(line) + prefix > widest:
+                        widest = len(line) + prefix
+        self._widest = widest
+
+    def _relayout(self) -> None:
+        entries: list[OutputEntry] = []
+        seen: set[int] = set()
+        for row in self.rows:
+            if id(row.entry) not in seen:
+                seen.add(id(row.entry))
+                entries.append(row.entry)
+        self.rows.clear()
+        self._strips.clear()
+        self._append_rows(entries)
+        self._update_size()
+
+    def _update_size(self) -> None:
+        width = self.scrollable_content_region.width if self.wrap else self._widest
+        self.virtual_size = Size(width, len(self.rows))
+
+    def _prefix_width(self) -> int:
+        width = 9 if self.timestamps else 0
         if self.agent_label is not None:
-            name, colour = self.agent_label(entry.agent_id)
-            prefix.append(f"{name[:12]:<12} ", f"bold {colour}")
-        stderr = entry.stream is StreamType.STDERR
+            width += NAME_WIDTH + 1
+        return width
+
+    def _wrap_width(self) -> int:
+        return max(10, self.scrollable_content_region.width - self._prefix_width() - 2)
+
+    @staticmethod
+    def _wrap(line: str, width: int) -> list[str]:
+        if "\x1b" in line:
+            return _wrap_ansi(line, width)  # cut by visible characters, escapes kept
+        return [line[i : i + width] for i in range(0, len(line), width)] or [""]
+
+    # -- drawing -----------------------------------------------------------------------------------
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index = scroll_y + y
+        width = self.scrollable_content_region.width
+        if index >= len(self.rows):
+            return Strip.blank(width, self.rich_style)
+        row = self.rows[index]
+        strip = self._strips.get(row.id)
+        if strip is None:
+            text = self.render_row(row)
+            strip = self._strips[row.id] = Strip(list(text.render(self.app.console)), text.cell_len)
+        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style).apply_style(self.rich_style)
+
+    def render_row(self, row: Row) -> Text:
+        entry = row.entry
+        line = Text(no_wrap=True, end="")
+        if self.timestamps:
+            line.append(f"{fmt.clock(entry.emitted_at) if row.first else '':<8} ", "dim")
+        if self.agent_label is not None:
+            if row.first:
+                name, colour = self.agent_label(entry.agent_id)
+                line.append(f"{name[:NAME_WIDTH]:<{NAME_WIDTH}} ", f"bold {colour}")
+            else:
+                line.append(" " * (NAME_WIDTH + 1))
+        stderr = entry.stderr
         if stderr:
-            prefix.append("! ", "bold red")
-        content = entry.content.rstrip("\n")
-        ansi = entry.ansi or "\x1b" in content
-        lines: list[Text] = []
-        for raw in content.split("\n") if content else [""]:
-            body = Text.from_ansi(raw.rstrip("\r")) if ansi else Text(raw.rstrip("\r"))
-            if stderr and not ansi:
-                body.stylize("red")
-            if self.search:
-                body.highlight_words([self.search], "reverse", case_sensitive=False)
-            line = prefix.copy()
-            line.append_text(body)
-            lines.append(line)
-        return lines
+            line.append("! " if row.first else "  ", "bold red")
+        ansi = entry.ansi or "\x1b" in row.text
+        body = Text.from_ansi(row.text) if ansi else Text(row.text)
+        if stderr and not ansi:
+            body.stylize("red")
+        if self.search:
+            body.highlight_words([self.search], "reverse", case_sensitive=False)
+        line.append_text(body)
+        return line
+
+    def plain_lines(self) -> list[str]:
+        """What the pane holds, as plain text (prefix included), one string per row."""
+        return [self.render_row(row).plain for row in self.rows]
+
+    def refresh_rows(self) -> None:
+        """Draw every row again (the agent names or colours changed)."""
+        self._strips.clear()
+        self.refresh()
+
+
+def _wrap_ansi(line: str, width: int) -> list[str]:
+    """Split a line with ANSI escapes into pieces of ``width`` visible characters; each piece
+    carries the escapes that apply inside it (a style cut at a piece's end starts again in the
+    next one, as the terminal would show it)."""
+    pieces: list[str] = []
+    current: list[str] = []
+    visible = 0
+    active = ""
+    i = 0
+    while i < len(line):
+        if line[i] == "\x1b":
+            end = i + 1
+            while end < len(line) and not line[end].isalpha():
+                end += 1
+            code = line[i : end + 1]
+            current.append(code)
+            active = "" if code in ("\x1b[0m", "\x1b[m") else active + code
+            i = end + 1
+            continue
+        if visible == width:
+            pieces.append("".join(current) + "\x1b[0m")
+            current, visible = [active], 0
+        current.append(line[i])
+        visible += 1
+        i += 1
+    pieces.append("".join(current))
+    return pieces
+
