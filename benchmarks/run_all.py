@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["dispatch_latency", "output_latency", "saturation", "resources"]
+BENCHMARKS = ["dispatch_latency", "output_latency", "saturation", "resources", "tui_streaming"]
 
 
 def main() -> int:

@@ -145,6 +145,9 @@ class EventStream:
             await ws.send(hello.to_json())
             async for frame in ws:
                 self._receive(frame)
+                # Frames already buffered would be handled back to back: let the UI have a turn
+                # between them, so a key press never waits behind a burst.
+                await asyncio.sleep(0)
 
     def _receive(self, frame: str | bytes) -> None:
         try:

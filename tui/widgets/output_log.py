@@ -251,4 +251,3 @@ def _wrap_ansi(line: str, width: int) -> list[str]:
         i += 1
     pieces.append("".join(current))
     return pieces
-
