@@ -52,7 +52,30 @@ def config_file() -> Path | None:
     return candidate if candidate.exists() else None
 
 
-class Settings(BaseSettings):
+class EnvThenToml(BaseSettings):
+    """Settings from arguments, then environment variables, then a TOML file (``toml_path``)."""
+
+    @classmethod
+    def toml_path(cls) -> Path | None:
+        return None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = cls.toml_path()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+class Settings(EnvThenToml):
     model_config = SettingsConfigDict(env_prefix="ONSEMBL_", extra="ignore", validate_default=True)
 
     data_dir: Path = Field(default_factory=default_data_dir)
@@ -104,19 +127,8 @@ class Settings(BaseSettings):
     token: SecretStr | None = None
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = config_file()
-        if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
-        return tuple(sources)
+    def toml_path(cls) -> Path | None:
+        return config_file()
 
     @field_validator("log_level", mode="before")
     @classmethod

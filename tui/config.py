@@ -16,12 +16,9 @@ from pathlib import Path
 
 import platformdirs
 from pydantic import Field
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import EnvThenToml
 
 
 def config_path() -> Path:
@@ -35,7 +32,7 @@ def state_dir() -> Path:
     return Path(platformdirs.user_state_dir("onsembl"))
 
 
-class TuiSettings(BaseSettings):
+class TuiSettings(EnvThenToml):
     model_config = SettingsConfigDict(env_prefix="ONSEMBL_TUI_", extra="ignore")
 
     theme: str = "textual-dark"
@@ -55,16 +52,6 @@ class TuiSettings(BaseSettings):
     history_file: Path | None = Field(default_factory=lambda: state_dir() / "command-history")
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+    def toml_path(cls) -> Path | None:
         path = config_path()
-        if path.is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
-        return tuple(sources)
+        return path if path.is_file() else None
