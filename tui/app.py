@@ -8,10 +8,11 @@ the UI never waits on the hub. Screens read :attr:`OnsemblApp.hub` and subscribe
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Sequence
 from typing import ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.signal import Signal
@@ -29,6 +30,12 @@ from tui.palette import OnsemblCommands
 from tui.state import Changes, Gap, HubState
 from tui.widgets.command_bar import CommandDraft, TargetMode
 from tui.widgets.hub_header import HubHeader
+
+#: Full collections run from a timer, and only when no key came in the last seconds.
+FULL_GC_EVERY_S = 60.0
+QUIET_BEFORE_GC_S = 2.0
+#: ... but at least this often, however busy the keyboard (cyclic garbage must not pile up).
+FULL_GC_AT_LEAST_S = 120.0
 
 
 class OnsemblApp(App[None]):
@@ -71,6 +78,8 @@ class OnsemblApp(App[None]):
         self.presets: list[Preset] = []
         self.profiles: list[ConstraintProfile] = []
         self._colors: dict[str, str] = {}
+        self._last_key = 0.0
+        self._last_full_gc = time.monotonic()
         if self.settings.theme:
             self.theme = self.settings.theme
 
@@ -78,11 +87,14 @@ class OnsemblApp(App[None]):
     def on_mount(self) -> None:
         from tui.screens.control_center import ControlCenterScreen
 
-        # Streaming makes many short-lived objects: collect the young ones less often, and keep
-        # what start-up built out of every collection (full passes pause the screen otherwise).
+        # A full collection pauses the screen for 100-200 ms while output streams (measured with
+        # gc.callbacks): keep what start-up built out of every collection, leave the young
+        # generations to the collector, and run the full passes ourselves when no key was pressed
+        # for a while.
         gc.collect()
         gc.freeze()
-        gc.set_threshold(20_000, 20, 20)
+        gc.set_threshold(700, 10, 1_000_000)
+        self.set_interval(FULL_GC_EVERY_S, self._full_gc_when_quiet)
 
         if self.settings.keys:
             self.set_keymap(self.settings.keys)
@@ -90,6 +102,17 @@ class OnsemblApp(App[None]):
         if self.connect:
             self.run_worker(self.stream.run(), name="hub-stream", group="hub-stream", exclusive=True)
             self.load_reference_data()
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key):
+            self._last_key = time.monotonic()
+        await super().on_event(event)
+
+    def _full_gc_when_quiet(self) -> None:
+        now = time.monotonic()
+        if now - self._last_key >= QUIET_BEFORE_GC_S or now - self._last_full_gc >= FULL_GC_AT_LEAST_S:
+            gc.collect()
+            self._last_full_gc = now
 
     async def on_unmount(self) -> None:
         await self.api.aclose()

@@ -33,6 +33,7 @@ from shared.protocol import (
 )
 
 DEFAULT_SCROLLBACK = 10_000
+PANE_SCROLLBACK = 2_000
 #: Commands whose traces are kept live in memory (the rest come from REST when opened).
 TRACE_COMMANDS_KEPT = 50
 COMMANDS_KEPT = 2_000
@@ -123,6 +124,8 @@ class Changes:
 class HubState:
     def __init__(self, scrollback: int = DEFAULT_SCROLLBACK) -> None:
         self.scrollback = scrollback
+        #: Per agent (the grid's panes): a pane shows a few dozen lines, so less is kept for each.
+        self.pane_scrollback = min(scrollback, PANE_SCROLLBACK)
         self.agents: dict[str, Agent] = {}
         #: Latest status of each execution, by (command id, agent id).
         self.executions: OrderedDict[tuple[str, str], CommandStatusPayload] = OrderedDict()
@@ -277,7 +280,7 @@ class HubState:
         self.output.append(entry)
         per_agent = self.output_by_agent.get(entry.agent_id)
         if per_agent is None:
-            per_agent = self.output_by_agent[entry.agent_id] = deque(maxlen=self.scrollback)
+            per_agent = self.output_by_agent[entry.agent_id] = deque(maxlen=self.pane_scrollback)
         per_agent.append(entry)
         self.lines_received += 1
 

@@ -82,7 +82,7 @@ class ControlCenterScreen(BaseScreen):
                         id="combined",
                     )
                     yield OutputGrid(
-                        max_lines=min(settings.scrollback, 2000),
+                        max_lines=app.hub.pane_scrollback,
                         timestamps=settings.timestamps,
                         wrap=settings.wrap,
                         id="grid",
