@@ -17,7 +17,14 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.signal import Signal
 
-from shared.api import CommandCreate, ConstraintProfile, ExecutionConstraints, InputAnswer, Preset
+from shared.api import (
+    CommandCreate,
+    ConstraintProfile,
+    EmergencyStopResult,
+    ExecutionConstraints,
+    InputAnswer,
+    Preset,
+)
 from shared.enums import AgentStatus, ControlAction
 from shared.protocol import DashboardReady, Error, InputRequiredPayload, StreamEnvelope
 from tui import format as fmt
@@ -78,6 +85,7 @@ class OnsemblApp(App[None]):
         self.presets: list[Preset] = []
         self.profiles: list[ConstraintProfile] = []
         self._colors: dict[str, str] = {}
+        self._last_estop: tuple[int, int, int, int] | None = None
         self._last_key = 0.0
         self._last_full_gc = time.monotonic()
         if self.settings.theme:
@@ -134,13 +142,7 @@ class OnsemblApp(App[None]):
         for request in changes.input_required:
             self.alert_input(request)
         for result in changes.emergency_stops:
-            self.notify(
-                f"stopped {result.cancelled_running} running, cleared {result.cleared_queued} queued "
-                f"on {result.agents} agents in {result.duration_ms} ms",
-                title="Emergency stop",
-                severity="warning",
-                timeout=15,
-            )
+            self.notify_emergency_stop(result)
         if changes.gaps:
             self.refill(changes.gaps)
         for report in changes.reports:
@@ -180,8 +182,9 @@ class OnsemblApp(App[None]):
             return  # the stream's banner says what is wrong; these load again on reconnect
         from tui.widgets.command_bar import CommandBar
 
-        for bar in self.screen_stack[0].query(CommandBar) if self.screen_stack else []:
-            bar.set_profiles(self.profiles)
+        for screen in self.screen_stack:  # the control center's bar (under whatever is on top)
+            for bar in screen.query(CommandBar):
+                bar.set_profiles(self.profiles)
 
     def on_hub_ready(self, event: messages.HubReady) -> None:
         if not self.profiles and not self.presets:
@@ -494,6 +497,20 @@ class OnsemblApp(App[None]):
             answered,
         )
 
+    def notify_emergency_stop(self, result: EmergencyStopResult) -> None:
+        """Once per stop: the one who pressed the key hears it from REST and from the stream."""
+        figures = (result.cancelled_running, result.cleared_queued, result.agents, result.duration_ms)
+        if figures == self._last_estop:
+            return
+        self._last_estop = figures
+        self.notify(
+            f"stopped {result.cancelled_running} running, cleared {result.cleared_queued} queued "
+            f"on {result.agents} agents in {result.duration_ms} ms",
+            title="Emergency stop",
+            severity="warning",
+            timeout=30,
+        )
+
     @work(group="estop", exclusive=True)
     async def emergency_stop(self) -> None:
         try:
@@ -501,10 +518,4 @@ class OnsemblApp(App[None]):
         except HubError as exc:
             self.notify(exc.message, title="Emergency stop FAILED", severity="error", timeout=30)
             return
-        self.notify(
-            f"stopped {result.cancelled_running} running, cleared {result.cleared_queued} queued "
-            f"on {result.agents} agents in {result.duration_ms} ms",
-            title="Emergency stop done",
-            severity="warning",
-            timeout=30,
-        )
+        self.notify_emergency_stop(result)

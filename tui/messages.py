@@ -42,9 +42,6 @@ class HubReady(Message):
 class HubChanged(Message):
     changes: Changes
 
-    def can_replace(self, message: Message) -> bool:
-        return False
-
 
 @dataclass
 class LinkChanged(Message):

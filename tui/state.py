@@ -254,9 +254,6 @@ class HubState:
             added.append(entry)
         return added
 
-    def missing(self, command_id: str, agent_id: str) -> int:
-        return len(self._missing.get((command_id, agent_id), ()))
-
     def _add_line(self, entry: OutputEntry, changes: Changes) -> None:
         key = (entry.command_id, entry.agent_id)
         last = self._last_sequence.get(key, -1)

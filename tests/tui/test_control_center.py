@@ -188,3 +188,29 @@ async def test_pause_resume_and_emergency_stop(hub: HubProcess, agents: dict[str
                 assert wait_command(client, command_id, 20)["status"] == "CANCELLED"
             result = await wait_for(lambda: app.hub.last_emergency_stop, 10, "the stop's result")
             assert result.cancelled_running >= 2 and result.cleared_queued >= 2  # type: ignore[attr-defined]
+
+
+async def test_the_default_constraint_profile_fills_the_limits(
+    hub: HubProcess, agents: dict[str, AgentProcess]
+) -> None:
+    with hub.client() as client:
+        response = client.post(
+            "/constraints",
+            json={"name": "careful", "timeLimitMs": 90_000, "tokenBudget": 20_000, "isDefault": True},
+        )
+        assert response.status_code == 201, response.text
+    app = make_app(hub)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        # The profiles arrive after the control center is up: they must still reach its bar.
+        await wait_for(
+            lambda: screen.query_one("#time-limit", Input).value == "90s", 15, "the profile's limit"
+        )
+        assert screen.query_one("#token-budget", Input).value == "20000"
+        await wait_for(lambda: len(app.hub.agents) >= 2, 15, "agents listed")
+        await pilot.press("1")
+        await type_command(pilot, "echo with-limits")
+        with hub.client() as client:
+            sent = await wait_for(lambda: commands_like(client, "echo with-limits"), 10, "the command")
+            limits = sent[0]["executionConstraints"]  # type: ignore[index]
+            assert limits == {"timeLimitMs": 90_000, "tokenBudget": 20_000}

@@ -16,7 +16,7 @@ from tui.app import OnsemblApp
 from tui.screens.audit import AuditScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.export import ExportScreen
-from tui.screens.history import PagedListScreen, parse_when
+from tui.screens.paged import PagedListScreen, parse_when
 from tui.screens.preset_form import PresetFormScreen
 from tui.screens.presets import PresetsScreen
 from tui.screens.report_view import ReportScreen

@@ -189,13 +189,3 @@ class EventStream:
     def _set_position(self, position: str) -> None:
         self.position = position
         self._position_key = position_key(position)
-
-    async def send(self, message: StreamEnvelope | DashboardConnect) -> bool:
-        ws = self.ws
-        if ws is None:
-            return False
-        try:
-            await ws.send(message.to_json())
-        except websockets.ConnectionClosed:
-            return False
-        return True

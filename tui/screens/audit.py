@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Input, Static
 
 from shared.api import AuditLog, Page
 from tui import format as fmt
-from tui.screens.history import PagedListScreen, one_line
+from tui.screens.paged import PagedListScreen, one_line
 from tui.state import Changes
 
 

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Input
 from shared.api import Page, Report
 from shared.enums import ReportStatus
 from tui import format as fmt
-from tui.screens.history import PagedListScreen, one_line
+from tui.screens.paged import PagedListScreen, one_line
 from tui.state import Changes
 
 REPORT_STATUS_STYLE = {

@@ -218,11 +218,6 @@ class OutputLog(ScrollView, can_focus=True):
         """What the pane holds, as plain text (prefix included), one string per row."""
         return [self.render_row(row).plain for row in self.rows]
 
-    def refresh_rows(self) -> None:
-        """Draw every row again (the agent names or colours changed)."""
-        self._strips.clear()
-        self.refresh()
-
 
 def _wrap_ansi(line: str, width: int) -> list[str]:
     """Split a line with ANSI escapes into pieces of ``width`` visible characters; each piece

@@ -201,11 +201,6 @@ class TraceView(Widget):
             running=0 if self.ended else sum(1 for r in records if _running(r)),
         )
 
-    def node_of(self, trace_id: str, agent_id: str | None = None) -> TreeNode[Key] | None:
-        if agent_id is not None:
-            return self.nodes.get((agent_id, trace_id))
-        return next((node for (_, tid), node in self.nodes.items() if tid == trace_id), None)
-
     # -- merging -----------------------------------------------------------------------------------
     def merge(self, records: Iterable[TraceEventRecord]) -> int:
         """Fold these records in; returns how many nodes were added or changed."""
