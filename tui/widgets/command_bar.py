@@ -16,6 +16,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.suggester import Suggester
 from textual.widgets import Checkbox, Input, Label, Select
@@ -216,7 +217,11 @@ class CommandBar(Vertical):
     def set_profiles(self, profiles: list[ConstraintProfile]) -> None:
         self.profiles = profiles
         select = self.query_one("#profile", Select)
-        select.set_options([(p.name, p.id) for p in profiles])
+        try:
+            select.set_options([(p.name, p.id) for p in profiles])
+        except NoMatches:  # the select's option list mounts a moment after the select itself
+            self.call_after_refresh(self.set_profiles, profiles)
+            return
         default = next((p for p in profiles if p.is_default), None)
         if default is not None:
             select.value = default.id
