@@ -49,6 +49,7 @@ from shared.protocol import (
     parse_hub_to_dashboard,
 )
 from tests.harness import HubProcess
+from tui.client.stream import CONNECT_OPTIONS
 
 #: Production-like settings for the hub under test (the harness defaults are tuned for fast tests).
 HUB_ENV = {
@@ -388,6 +389,10 @@ class ClientResult:
     latencies_ms: bytes = b""  # array('d') of per-line latencies (from the send), sorted
     #: The same from the time the line was due by the agent's schedule (includes the agent's own lag).
     scheduled_latencies_ms: bytes = b""
+    #: The send -> hub split: from the send to the hub's stamp on the event (when it took the line in),
+    #: and from that stamp to the receive (publish, Redis, relay, socket, this client). Milliseconds.
+    to_hub_ms: bytes = b""
+    from_hub_ms: bytes = b""
     #: Lines received per 100 ms of wall clock (key: time.time_ns() // 100_000_000), for rates.
     buckets: dict[int, int] = field(default_factory=dict)
     error: str = ""
@@ -406,17 +411,18 @@ class _Client:
         self.seen: dict[str, bytearray] = {c: bytearray() for c in commands}
         self.latencies = array.array("d")
         self.scheduled = array.array("d")
+        self.to_hub = array.array("d")
+        self.from_hub = array.array("d")
         self.result = ClientResult()
         self.ws: ClientConnection | None = None
 
     async def connect(self) -> None:
-        # The TUI's connection: default websockets options.
+        # The TUI's connection options (no deflate), with room for slow start-up.
         self.ws = await connect(
             self.ws_url + "/ws/dashboard",
             additional_headers={"Authorization": f"Bearer {self.token}"},
-            max_size=None,
-            open_timeout=30,
-        )  # fmt: skip
+            **(CONNECT_OPTIONS | {"max_size": None, "open_timeout": 30}),
+        )
         await self.ws.send(DashboardConnect().to_json())
         while True:
             message = parse_hub_to_dashboard(await asyncio.wait_for(self.ws.recv(), 30))
@@ -457,7 +463,10 @@ class _Client:
                     if self.latency:
                         # "<sent ns> <due ns> ...": see output_latency.py
                         first = content.index(" ")
-                        self.latencies.append((now_ns - int(content[:first])) / 1e6)
+                        sent_ns = int(content[:first])
+                        self.latencies.append((now_ns - sent_ns) / 1e6)
+                        self.to_hub.append(item.timestamp - sent_ns / 1e6)
+                        self.from_hub.append(now_ns / 1e6 - item.timestamp)
                         second = content.find(" ", first + 1)
                         if second > 0:
                             self.scheduled.append((now_ns - int(content[first + 1 : second])) / 1e6)
@@ -478,6 +487,8 @@ class _Client:
         r.lost = lost
         r.latencies_ms = array.array("d", sorted(self.latencies)).tobytes()
         r.scheduled_latencies_ms = array.array("d", sorted(self.scheduled)).tobytes()
+        r.to_hub_ms = array.array("d", sorted(self.to_hub)).tobytes()
+        r.from_hub_ms = array.array("d", sorted(self.from_hub)).tobytes()
         return r
 
 
@@ -608,6 +619,14 @@ def latencies(result: ClientResult, scheduled: bool = False) -> array.array[floa
     values = array.array("d")
     values.frombytes(result.scheduled_latencies_ms if scheduled else result.latencies_ms)
     return values
+
+
+def split_latencies(result: ClientResult) -> tuple[array.array[float], array.array[float]]:
+    """(send -> hub stamp, hub stamp -> receive) latencies of a client, ms."""
+    to_hub, from_hub = array.array("d"), array.array("d")
+    to_hub.frombytes(result.to_hub_ms)
+    from_hub.frombytes(result.from_hub_ms)
+    return to_hub, from_hub
 
 
 def _busy_seconds() -> float:

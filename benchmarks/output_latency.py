@@ -34,6 +34,7 @@ from benchmarks._common import (
     run_async,
     running_hub,
     self_process,
+    split_latencies,
     submit_commands,
     verdict,
     wait_stored,
@@ -155,6 +156,15 @@ def main() -> None:
                 "ms",
                 "- (includes the load generator's own lag)",
             )
+            splits = [split_latencies(r) for r in results]
+            to_hub = array.array("d", sorted(v for t, _ in splits for v in t))
+            from_hub = array.array("d", sorted(v for _, f in splits for v in f))
+            for name, values, where in (
+                ("to_hub", to_hub, "send -> the hub's stamp on the event (ms clock)"),
+                ("from_hub", from_hub, "the hub's stamp -> client receive: Redis, relay, socket, client"),
+            ):
+                metric(f"latency_{name}_p50", percentile(values, 50), "ms", f"- ({where})")
+                metric(f"latency_{name}_p99", percentile(values, 99), "ms", "-")
             for i, r in enumerate(results):
                 own = latencies(r)
                 metric(f"client{i}_latency_p50", percentile(own, 50), "ms")

@@ -18,6 +18,8 @@ from server.api.routes import agents, audit, auth, commands, constraints, preset
 from server.errors import ServiceError
 from server.hub import Hub
 from server.maintenance import run_maintenance
+from server.metrics import HttpMetricsMiddleware, HubMetrics
+from server.request_context import RequestIdMiddleware
 from server.ws import agent as agent_ws
 from server.ws import dashboard as dashboard_ws
 from shared.config import Settings
@@ -94,4 +96,11 @@ def create_app(settings: Settings | None = None, *, embedded_workers: int = 0) -
     app.include_router(system.health_router)
     app.include_router(agent_ws.router)
     app.include_router(dashboard_ws.router)
+    app.add_middleware(HttpMetricsMiddleware, metrics=lambda: _hub_metrics(app))
+    app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def _hub_metrics(app: FastAPI) -> HubMetrics | None:
+    hub: Hub | None = getattr(app.state, "hub", None)
+    return hub.metrics if hub is not None else None

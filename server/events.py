@@ -58,6 +58,11 @@ class EventPublisher:
     published: int = 0
     failures: int = 0
 
+    @property
+    def pending(self) -> int:
+        """Events queued here that Redis has not taken yet."""
+        return len(self._pending)
+
     def start(self) -> None:
         self._room.set()
         self._script = self.redis.register_script(PUBLISH_EVENTS)

@@ -26,6 +26,7 @@ from server.agents import AgentDirectory
 from server.db.models import AgentRow
 from server.db.session import make_engine, make_sessionmaker, upgrade_async
 from server.events import EventPublisher
+from server.metrics import HubMetrics
 from server.queue import executions
 from server.redis_embedded import EmbeddedRedis, ensure_redis_url
 from server.redis_text import as_text, as_texts, read_entries, stream_entries
@@ -88,6 +89,7 @@ class Hub:
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self.relay_position: Position = (0, 0)
+        self.metrics = HubMetrics()
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -108,6 +110,7 @@ class Hub:
         self.publisher = EventPublisher(self.redis, s.event_stream_maxlen)
         self.publisher.start()
         self.store = Store(self.redis, self.sessions, consumer=self.hub_id)
+        self.store.status_counter = self.metrics.command_status
         await self.store.ensure_group()
         self.store.start()
         last = stream_entries(await self.redis.xrevrange(keys.EVENTS_STREAM, count=1))
@@ -115,6 +118,7 @@ class Hub:
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         # A placeholder subscription keeps the pubsub connection open before any agent connects.
         await self._pubsub.subscribe(keys.PREFIX + "hub:" + self.hub_id)
+        self.metrics.attach(self)
         self._spawn(self._relay, "relay")
         self._spawn(self._route_to_agents, "agent-router")
         self._spawn(self._sweep, "sweeper")
@@ -203,8 +207,13 @@ class Hub:
                     continue
                 if not response:
                     continue
-                for entry_id, fields in read_entries(response):
+                entries = read_entries(response)
+                now = now_ms()
+                relay_latency = self.metrics.relay_latency.observe
+                self.metrics.events_relayed.inc(len(entries))
+                for entry_id, fields in entries:
                     position = parse_position(entry_id)
+                    relay_latency(max(0, now - position[0]) / 1000)
                     self.relay_position = position
                     data = fields.get(b"m")
                     if data is None:

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
+from prometheus_client import Counter
 from pydantic import ValidationError
 from sqlalchemy import Table, bindparam, case, func, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -96,6 +97,8 @@ class Store:
         self.redis = redis_client
         self.sessions = sessions
         self.consumer = consumer
+        #: Counts the command statuses written (the hub's /metrics); None: not counted.
+        self.status_counter: Counter | None = None
         self.written = 0
         self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -217,6 +220,10 @@ class Store:
         if events:
             async with self.sessions() as session, session.begin():
                 await apply(session, events)
+            if self.status_counter is not None:
+                for event in events:
+                    if isinstance(event, CommandStatus):
+                        self.status_counter.labels(event.payload.status.value).inc()
         if ids:
             await self.redis.xack(keys.EVENTS_STREAM, keys.STORE_GROUP, *ids)
         self.written += len(events)

@@ -122,6 +122,9 @@ class Settings(EnvThenToml):
     #: Level 1 costs half the CPU of zlib's default 6 for nearly the same size on terminal output.
     ws_compression_level: int = Field(default=1, ge=0, le=9)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: Bearer token that ``GET /metrics`` requires (Prometheus ``authorization`` credentials); empty:
+    #: the endpoint is open, like ``/health`` (it shows counts, never names, ids or secrets).
+    metrics_token: str = ""
     # client side
     server_url: str = ""
     token: SecretStr | None = None

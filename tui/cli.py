@@ -2,6 +2,7 @@
 
     onsembl-tui [--server URL] [--token TOKEN]
     onsembl-tui login EMAIL [--server URL] [--code CODE]
+    onsembl-tui --serve [--serve-port 8710]     # the same TUI in a web browser (textual-serve)
 
 The hub URL comes from --server, ONSEMBL_SERVER_URL, the credentials file, or http://127.0.0.1:8700;
 the token from --token, ONSEMBL_TOKEN, or the credentials file written by ``login`` (refreshed
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -25,6 +27,7 @@ from tui.client import credentials as creds
 from tui.client.auth import RefreshingTokenSource, TokenSource
 
 DEFAULT_SERVER = f"http://127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_SERVE_PORT = 8710
 EXIT_CONFIG = 2
 
 
@@ -38,6 +41,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server", help="hub base URL (http://host:port)")
     parser.add_argument("--token", help="an access token (default: the credentials from `onsembl-tui login`)")
     parser.add_argument("--credentials", type=Path, help="credentials file (default: per-user config dir)")
+    web = parser.add_argument_group("serving to a browser (needs the `serve` extra: textual-serve)")
+    web.add_argument("--serve", action="store_true", help="serve this TUI over HTTP, not here")
+    web.add_argument("--serve-host", default="127.0.0.1", help="address to listen on (default: loopback)")
+    web.add_argument("--serve-port", type=int, default=DEFAULT_SERVE_PORT, help="port (default %(default)s)")
+    web.add_argument("--public-url", help="the URL browsers use, when behind a proxy (https://...)")
+    web.add_argument(
+        "--serve-public",
+        action="store_true",
+        help="allow a non-loopback --serve-host: whoever reaches it gets a TUI signed in as you",
+    )
     args = parser.parse_args(argv)
     try:
         server, tokens = resolve(args.server, args.token, args.credentials)
@@ -51,7 +64,45 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(EXIT_CONFIG)
+    if args.serve:
+        raise SystemExit(serve(args, server))
     run(server, tokens)
+
+
+def serve(args: argparse.Namespace, server: str) -> int:
+    """Serve the TUI to browsers: textual-serve runs one ``onsembl-tui`` process per browser tab, signed
+    in as the user who started this (with the same token or credentials file)."""
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        print(
+            "onsembl-tui --serve needs textual-serve: pip install 'onsembl[serve]' "
+            "(or pipx inject onsembl textual-serve)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    loopback = args.serve_host in ("127.0.0.1", "localhost", "::1")
+    if not loopback and not args.serve_public:
+        print(
+            f"onsembl-tui --serve: {args.serve_host} is not a loopback address, and the served TUI is signed "
+            "in as you with no login of its own. Reach it through an SSH tunnel, or put a proxy that "
+            "authenticates in front and pass --serve-public.",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    command = [sys.executable, "-m", "tui.cli", "--server", server]
+    if args.credentials:
+        command += ["--credentials", str(args.credentials)]
+    if args.token:
+        os.environ["ONSEMBL_TOKEN"] = args.token  # inherited by the app processes, not on their command line
+    Server(
+        shlex.join(command),
+        host=args.serve_host,
+        port=args.serve_port,
+        title="Onsembl",
+        public_url=args.public_url,
+    ).serve()
+    return 0
 
 
 def resolve(
@@ -146,3 +197,7 @@ def _message(response: httpx.Response) -> str:
         return str(response.json().get("message", response.text))
     except ValueError:
         return response.text[:200] or f"HTTP {response.status_code}"
+
+
+if __name__ == "__main__":
+    main()

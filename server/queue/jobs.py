@@ -28,6 +28,7 @@ from server.redis_text import as_text
 from shared.api import ExecutionConstraints
 from shared.config import Settings
 from shared.enums import CommandType, EndReason, ExecutionStatus
+from shared.logs import log_context
 from shared.protocol import (
     CommandCancel,
     CommandCancelPayload,
@@ -107,11 +108,16 @@ def run_execution(execution_id: str) -> str:
     assert job is not None, "run_execution runs as an RQ job"
     conn: redis.Redis = job.connection
     settings = _settings()
-    maxlen = settings.event_stream_maxlen
     found = executions.load(conn, execution_id)
     if found is None:
         return "missing"
     spec, state = found
+    with log_context(command_id=spec.command_id, agent_id=spec.agent_id, execution_id=spec.id):
+        return _run(conn, spec, state, settings)
+
+
+def _run(conn: redis.Redis, spec: ExecutionSpec, state: dict[str, str], settings: Settings) -> str:
+    maxlen = settings.event_stream_maxlen
     status = ExecutionStatus(state["status"])
     if status.terminal:
         conn.zrem(keys.SUPERVISED, spec.id)

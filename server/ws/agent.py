@@ -21,6 +21,7 @@ from server.services import publish_queues
 from server.ws.connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection, validation_details
 from shared.api import HealthMetrics, Report, TraceEventRecord
 from shared.enums import AckStatus, AgentType, CompletionStatus, EndReason, ErrorCode, ExecutionStatus
+from shared.logs import bind_log_context, log_context
 from shared.protocol import (
     MAX_AGENT_MESSAGE_BYTES,
     AgentBatch,
@@ -124,6 +125,7 @@ class AgentSession:
 
     async def receive(self, message: AgentToHub | AgentReport) -> None:
         """Check that the message speaks for this agent, then handle it; say so when it fails."""
+        self.hub.metrics.agent_message(message.type)
         payload_agent = getattr(message.payload, "agent_id", self.agent_id)
         if payload_agent != self.agent_id:
             self.conn.send(
@@ -131,7 +133,12 @@ class AgentSession:
             )
             return
         try:
-            await self.handle(message)
+            command_id = getattr(message.payload, "command_id", None)
+            if command_id is None:
+                await self.handle(message)
+            else:
+                with log_context(command_id=command_id):
+                    await self.handle(message)
         except Exception:
             log.exception("agent %s: failed to handle %s", self.row.name, message.type)
             self.conn.send(
@@ -163,6 +170,8 @@ class AgentSession:
                 dedupe_key=keys.execution(execution_id),
                 sequence=output.sequence,
             )
+            content = output.content
+            hub.metrics.output_lines.inc(content.count("\n") + (not content.endswith("\n")))
             await hub.publisher.wait_for_room()
         elif isinstance(message, AgentHeartbeat):
             health = message.payload.health_metrics
@@ -374,10 +383,13 @@ async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
         max_bytes=MAX_AGENT_MESSAGE_BYTES,
         rate=hub.settings.agent_rate_limit,
         label="agent",
+        metrics=hub.metrics,
     )
     if accepted is None:
         return
     conn, principal = accepted
+    # This socket's task logs with the agent's id (its token's subject) on every line.
+    bind_log_context(agent_id=principal.subject, agent=principal.name)
     session: AgentSession | None = None
     try:
         hello = await _connect_message(conn)

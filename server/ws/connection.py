@@ -9,6 +9,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -17,7 +18,10 @@ from server.auth.tokens import Principal, TokenError, TokenKind, verify
 from server.ws.limits import TokenBucket
 from shared.config import Settings
 from shared.enums import ErrorCode
-from shared.protocol import error
+from shared.protocol import Error, error
+
+if TYPE_CHECKING:
+    from server.metrics import HubMetrics
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +53,13 @@ class Connection:
 
     open_count = 0
 
-    def __init__(self, ws: WebSocket, *, max_bytes: int, rate: float, label: str) -> None:
+    def __init__(
+        self, ws: WebSocket, *, max_bytes: int, rate: float, label: str, metrics: HubMetrics | None = None
+    ) -> None:
         self.ws = ws
+        #: "agent" or "dashboard" (``label`` gets the peer's name once known).
+        self.kind = label
+        self.metrics = metrics
         self.max_bytes = max_bytes
         self.bucket = TokenBucket(rate, burst=rate)
         self.label = label
@@ -64,9 +73,22 @@ class Connection:
 
     @classmethod
     async def accept(
-        cls, ws: WebSocket, settings: Settings, kind: TokenKind, *, max_bytes: int, rate: float, label: str
+        cls,
+        ws: WebSocket,
+        settings: Settings,
+        kind: TokenKind,
+        *,
+        max_bytes: int,
+        rate: float,
+        label: str,
+        metrics: HubMetrics | None = None,
     ) -> tuple[Connection, Principal] | None:
         """Accept the socket and authenticate it; on failure say why and close 1008 (None)."""
+
+        def refused(reason: str) -> None:
+            if metrics is not None:
+                metrics.connections_refused.labels(label, reason).inc()
+
         origin = ws.headers.get("origin")
         if origin and settings.allowed_origins and origin not in settings.allowed_origins:
             await ws.accept()
@@ -74,6 +96,7 @@ class Connection:
                 error(ErrorCode.AUTH_FAILED, f"origin {origin} is not allowed", recoverable=False).to_json()
             )
             await ws.close(CLOSE_POLICY, "origin not allowed")
+            refused("origin")
             return None
         if cls.open_count >= settings.max_connections:
             await ws.accept()
@@ -81,6 +104,7 @@ class Connection:
                 error(ErrorCode.RESOURCE_EXHAUSTED, "the hub is at its connection limit").to_json()
             )
             await ws.close(CLOSE_TRY_AGAIN, "connection limit")
+            refused("limit")
             return None
         await ws.accept()
         try:
@@ -88,8 +112,9 @@ class Connection:
         except TokenError as exc:
             await ws.send_text(error(ErrorCode.AUTH_FAILED, str(exc), recoverable=False).to_json())
             await ws.close(CLOSE_POLICY, "authentication failed")
+            refused("authentication")
             return None
-        conn = cls(ws, max_bytes=max_bytes, rate=rate, label=label)
+        conn = cls(ws, max_bytes=max_bytes, rate=rate, label=label, metrics=metrics)
         cls.open_count += 1
         conn._sender = asyncio.create_task(conn._send_loop(), name=f"send-{label}")
         return conn, principal
@@ -97,6 +122,8 @@ class Connection:
     # ---- sending -------------------------------------------------------------------------------
 
     def send(self, message: BaseModel, *, batchable: bool = False) -> None:
+        if isinstance(message, Error) and self.metrics is not None:
+            self.metrics.errors_sent.labels(self.kind, message.payload.code.value).inc()
         self.send_raw(message.model_dump_json(by_alias=True), batchable=batchable)
 
     def send_raw(self, frame: str, *, batchable: bool = False) -> None:
@@ -104,6 +131,8 @@ class Connection:
             return
         if self.queue.qsize() >= SEND_QUEUE_LIMIT:
             log.warning("%s is not reading (%d frames queued); dropping it", self.label, self.queue.qsize())
+            if self.metrics is not None:
+                self.metrics.slow_clients_dropped.labels(self.kind).inc()
             self.close(CLOSE_TRY_AGAIN, "client too slow", drop_pending=True)
             return
         self.queue.put_nowait((frame, batchable))

@@ -18,6 +18,7 @@ from server.redis_text import stream_entries
 from server.ws.connection import Connection, validation_details
 from shared.api import InputAnswer
 from shared.enums import ErrorCode
+from shared.logs import bind_log_context
 from shared.protocol import (
     MAX_DASHBOARD_MESSAGE_BYTES,
     PROTOCOL_VERSION,
@@ -148,11 +149,13 @@ async def dashboard_socket(ws: WebSocket) -> None:
         max_bytes=MAX_DASHBOARD_MESSAGE_BYTES,
         rate=hub.settings.dashboard_rate_limit,
         label="dashboard",
+        metrics=hub.metrics,
     )
     if accepted is None:
         return
     conn, principal = accepted
     conn.label = f"dashboard {principal.subject}"
+    bind_log_context(user=principal.subject)
     conn.on_batch = event_batch_frame
     client = DashboardClient(conn)
     hub.dashboards.add(client)

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+import asyncio
+import hmac
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 
 from server import __version__, services
 from server.api.deps import HubDep, UserDep
+from server.metrics import CONTENT_TYPE
 from shared.api import ComponentHealth, EmergencyStopResult, ErrorBody, Health
 
 router = APIRouter(tags=["system"])
@@ -35,3 +39,26 @@ async def health(hub: HubDep) -> JSONResponse:
         store_backlog=await hub.store.backlog(),
     )
     return JSONResponse(body.wire(), status_code=200 if ok else 503)
+
+
+@health_router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"},
+        401: {"model": ErrorBody},
+    },
+)
+async def metrics(hub: HubDep, request: Request) -> Response:
+    """The hub's Prometheus metrics (text format 0.0.4)."""
+    expected = hub.settings.metrics_token
+    if expected:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+            return JSONResponse(
+                {"error": "AUTH_FAILED", "message": "/metrics needs the metrics token", "details": None},
+                status_code=401,
+            )
+    # Reading the queue state is a few Redis calls on the sync client: off the event loop.
+    body = await asyncio.to_thread(hub.metrics.render)
+    return Response(body, media_type=CONTENT_TYPE)
