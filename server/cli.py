@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings.exceptions import SettingsError
 
 from shared.config import Settings
 
@@ -23,6 +24,11 @@ def _settings(**overrides: object) -> Settings:
         for e in exc.errors(include_url=False):
             field = ".".join(str(p) for p in e["loc"]) or "settings"
             print(f"  ONSEMBL_{field.upper()}: {e['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except SettingsError as exc:  # e.g. a list variable that is not JSON
+        print(f"onsembl: invalid settings: {exc}", file=sys.stderr)
+        hint = "  (list settings take JSON in the environment: ONSEMBL_ALLOWED_EMAILS='[\"a@b.c\"]')"
+        print(hint, file=sys.stderr)
         raise SystemExit(2) from None
 
 

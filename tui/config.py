@@ -35,6 +35,7 @@ def state_dir() -> Path:
 class TuiSettings(EnvThenToml):
     model_config = SettingsConfigDict(env_prefix="ONSEMBL_TUI_", extra="ignore")
 
+    #: A Textual theme name (textual-dark, gruvbox, nord, ...; ctrl+p "theme" lists them).
     theme: str = "textual-dark"
     #: Shown in the header instead of the hub's URL (when you run several hubs: "prod", "laptop").
     hub_label: str = ""
@@ -44,7 +45,9 @@ class TuiSettings(EnvThenToml):
     scrollback: int = Field(default=10_000, ge=100, le=1_000_000)
     #: On start, show what happened in the last minutes (output, statuses), replayed by the hub.
     backfill_minutes: float = Field(default=10.0, ge=0, le=24 * 60)
+    #: Show a time on every output line (``t`` toggles).
     timestamps: bool = True
+    #: Wrap long output lines (``w`` toggles).
     wrap: bool = False
     #: Binding id -> keys, e.g. {"emergency_stop": "ctrl+x,f12"}.
     keys: dict[str, str] = Field(default_factory=dict)

@@ -95,7 +95,8 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         key: next((v for v in (flags.get(key), env.get(key), file.get(key)) if v not in (None, "")), None)
         for key in flags
     }
-    merged["worktree"] = bool(args.worktree or file.get("worktree") or os.environ.get("ONSEMBL_WORKTREE"))
+    env_worktree = os.environ.get("ONSEMBL_WORKTREE", "").strip().lower() in ("1", "true", "yes", "on")
+    merged["worktree"] = bool(args.worktree or file.get("worktree") or env_worktree)
     merged["args"] = list(args.args) if args.args else [str(a) for a in file.get("args", [])]
     return merged
 
@@ -215,3 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     if isinstance(client, int):
         raise SystemExit(client)
     raise SystemExit(asyncio.run(_run(client)))
+
+
+if __name__ == "__main__":
+    main()
