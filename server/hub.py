@@ -11,13 +11,17 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -39,8 +43,37 @@ from shared.protocol import AgentStatusMessage, AuditEvent, now_ms, stream_frame
 log = logging.getLogger(__name__)
 
 Position = tuple[int, int]
+T = TypeVar("T")
 #: A supervising job beats every 2 s; this long without a beat means its worker is gone.
 SUPERVISOR_STALE_MS = 10_000
+#: How often the hub checks on the processes it started (embedded Redis, worker pool).
+CHILD_CHECK_S = 1.0
+
+
+async def _own_thread(call: Callable[[], T]) -> T:
+    """``asyncio.to_thread`` on a thread of its own: the default executor's few threads may all be
+    blocked on calls to a Redis that is gone, which is when the hub needs this to run."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = call()
+        except Exception as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="hub-own-thread", daemon=True).start()
+    return await done
 
 
 def parse_position(value: str | bytes) -> Position:
@@ -65,8 +98,20 @@ REDIS_POOL_SIZE = 4096
 
 
 def redis_clients(url: str) -> tuple[aioredis.Redis, redis.Redis]:
-    opts: dict[str, Any] = {"health_check_interval": 30, "max_connections": REDIS_POOL_SIZE}
-    return aioredis.Redis.from_url(url, **opts), redis.Redis.from_url(url, **opts)
+    # redis-py retries a failed call 10 times over several seconds by default: while Redis restarts
+    # that held every hub loop (and /health) for ~7 s after it was back. A short retry fails fast;
+    # the loops have their own retry schedules.
+    opts: dict[str, Any] = {
+        "health_check_interval": 30,
+        "max_connections": REDIS_POOL_SIZE,
+        "socket_connect_timeout": 2,
+    }
+    sync_retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), 3)
+    async_retry = AsyncRetry(ExponentialBackoff(cap=0.2, base=0.02), 3)
+    return (
+        aioredis.Redis.from_url(url, retry=async_retry, **opts),
+        redis.Redis.from_url(url, retry=sync_retry, **opts),
+    )
 
 
 class Hub:
@@ -122,6 +167,7 @@ class Hub:
         self._spawn(self._relay, "relay")
         self._spawn(self._route_to_agents, "agent-router")
         self._spawn(self._sweep, "sweeper")
+        self._spawn(self._mind_children, "children")
         log.info(
             "hub %s started (redis %s, database %s)",
             self.hub_id,
@@ -301,6 +347,33 @@ class Hub:
             except (redis.RedisError, OSError) as exc:
                 log.warning("sweeper lost Redis (%s)", exc)
             await asyncio.sleep(interval)
+
+    async def _mind_children(self) -> None:
+        """Restart what this hub started and lost: the embedded redis-server (its append-only file
+        brings the queue back) and the embedded worker pool (lost supervisions resume in the new one)."""
+        redis_misses = 0
+        while True:
+            await asyncio.sleep(CHILD_CHECK_S)
+            embedded = self.embedded_redis
+            if embedded is not None:
+                # Two checks in a row: one slow answer under load is not a death.
+                # Our own child: a poll, no I/O. Adopted from an earlier hub: a ping, off the loop (not
+                # in the default executor, whose threads may all be stuck on calls to the dead Redis).
+                gone = embedded.died() if embedded.process is not None else await _own_thread(embedded.died)
+                redis_misses = redis_misses + 1 if gone else 0
+                if redis_misses >= 2:
+                    log.error("embedded redis-server gone; restarting it (its append-only file has the data)")
+                    try:
+                        await _own_thread(embedded.ensure)
+                        redis_misses = 0
+                        log.info("embedded redis-server is back")
+                    except (RuntimeError, OSError) as exc:
+                        log.error("cannot restart the embedded redis-server: %s", exc)
+            pool = self._pool
+            if pool is not None and pool.poll() is not None:
+                log.error("the embedded worker pool exited with %s; starting a new one", pool.returncode)
+                env = dict(os.environ, ONSEMBL_REDIS_URL=self.redis_url)
+                self._pool = spawn_pool(self.embedded_workers, env)
 
     async def _resume_lost_supervisors(self, now: int) -> None:
         """Executions whose supervising job stopped beating (its worker was killed) get a new one."""

@@ -40,6 +40,21 @@ def _answers(socket: Path) -> bool:
         return False
 
 
+def _gone(socket: Path) -> bool:
+    """Nothing listens on the socket (a server that is busy or loading its data still counts)."""
+    if not socket.exists():
+        return True
+    try:
+        client = redis.Redis(unix_socket_path=str(socket), socket_connect_timeout=0.5, socket_timeout=2)
+        client.ping()
+        client.close()
+    except (redis.ConnectionError, FileNotFoundError, ConnectionRefusedError) as exc:
+        return not isinstance(exc, redis.BusyLoadingError)
+    except redis.RedisError:
+        return False
+    return False
+
+
 class EmbeddedRedis:
     def __init__(self, directory: Path, socket: Path) -> None:
         self.directory = directory
@@ -106,6 +121,13 @@ class EmbeddedRedis:
             raise RuntimeError("embedded redis-server did not answer in time")
         finally:
             os.close(fd)
+
+    def died(self) -> bool:
+        """The server is gone: the one this process started exited, or (one adopted from an earlier
+        hub) nothing answers on its socket any more."""
+        if self.process is not None:
+            return self.process.poll() is not None
+        return _gone(self.socket)
 
     def stop(self) -> None:
         """Stop the server if this process started it (saving its data first)."""
