@@ -402,8 +402,8 @@ def check_database(settings: Settings, timeout: float = 5.0) -> Check:
     else:
         where = _safe_url(settings.database_url)
         other = (
-            "start the server, or fix ONSEMBL_DATABASE_URL (postgresql://USER:PASSWORD@HOST:PORT/DB); "
-            "unset it to use SQLite in the data dir"
+            "start the server and create the database (createdb DB), or fix ONSEMBL_DATABASE_URL "
+            "(postgresql://USER:PASSWORD@HOST:PORT/DB); unset it to use SQLite in the data dir"
         )
     try:
         version, current = asyncio.run(asyncio.wait_for(_probe_database(url, sqlite, timeout), timeout))
