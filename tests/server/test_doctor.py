@@ -24,7 +24,6 @@ from shared.config import Settings
 from tests.harness import BIN, HubProcess, timeout
 
 NAMES = ["python", "settings", "data dir", "secret", "redis", "database", "port", "claude", "gemini", "codex"]
-SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def free_port() -> int:
@@ -55,7 +54,9 @@ def doctor_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         ONSEMBL_DATA_DIR=str(tmp_path / "data"),
         ONSEMBL_PORT=str(free_port()),
         XDG_CONFIG_HOME=str(tmp_path / "config"),
-        PATH=f"{fakes}:{SYSTEM_PATH}",
+        # Only the fakes: a real gemini or codex (npm puts them in /usr/local/bin) would change the
+        # statuses, and nothing else needs PATH (the scripts' shebangs and redis-server are absolute).
+        PATH=str(fakes),
     )
     env.update(overrides)
     return env
@@ -322,7 +323,7 @@ def test_agent_clis(tmp_path: Path) -> None:
     fake_program(bin_dir, "claude", 'echo "2.1.71 (Claude Code)"')
     fake_program(bin_dir, "gemini", 'echo "needs a sign-in first" >&2; exit 3')
     fake_program(bin_dir, "codex", "sleep 30; echo never")
-    path = f"{bin_dir}:{SYSTEM_PATH}"
+    path = str(bin_dir)
 
     claude = doctor.check_agent_cli("claude", path=path)
     assert claude.status is Status.OK
