@@ -163,6 +163,15 @@ def cmd_up(args: argparse.Namespace) -> None:
     )
 
 
+# ---- checks ---------------------------------------------------------------------------------------
+
+
+def cmd_doctor(args: argparse.Namespace) -> None:
+    from server.doctor import main as doctor
+
+    sys.exit(doctor(as_json=args.json, host=args.host, port=args.port))
+
+
 # ---- entry points ---------------------------------------------------------------------------------
 
 
@@ -212,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--agents", type=int, default=2, help="local demo agents to start")
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("doctor", help="check this machine and the settings; say how to fix what is wrong")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--host", help="the hub's host to check (default from settings)")
+    p.add_argument("--port", type=int, help="the hub's port to check (default from settings)")
+    p.set_defaults(func=cmd_doctor)
 
     sub.add_parser("agent", help="run an agent wrapper (same as onsembl-agent)", add_help=False)
     sub.add_parser("tui", help="open the terminal UI (same as onsembl-tui)", add_help=False)

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,18 @@ def redis_server_binary() -> str:
     return str(path)
 
 
+def no_retry() -> Retry:
+    """For clients that must answer quickly (probes, SHUTDOWN): one try, no backoff."""
+    return Retry(NoBackoff(), 0)
+
+
 def _answers(socket: Path) -> bool:
     if not socket.exists():
         return False
     try:
-        client = redis.Redis(unix_socket_path=str(socket), socket_connect_timeout=0.5, socket_timeout=1)
+        client = redis.Redis(
+            unix_socket_path=str(socket), socket_connect_timeout=0.5, socket_timeout=1, retry=no_retry()
+        )
         ok = bool(client.ping())
         client.close()
         return ok
@@ -134,7 +143,9 @@ class EmbeddedRedis:
         if self.process is None or self.process.poll() is not None:
             return
         try:
-            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5)
+            # No retries: the server closing the connection is the answer to SHUTDOWN, and redis-py's
+            # default retries (with backoff) took 4 s to give up on it.
+            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5, retry=no_retry())
             client.shutdown(save=True)
         except redis.RedisError:
             self.process.terminate()

@@ -67,12 +67,14 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
             except subprocess.TimeoutExpired:
                 child.kill()
 
-    def stop_and_exit(*_: object) -> None:
-        stop_all()
-        sys.exit(0)
+    def on_sigterm(*_: object) -> None:
+        # Unwind to the ``finally`` below, which stops the children. Stopping them here, inside the
+        # handler, re-entered ``hub.wait()`` while the interrupted one held its lock: the inner wait
+        # spun until its 15 s timeout although the hub had exited at once.
+        raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, stop_and_exit)
     try:
+        signal.signal(signal.SIGTERM, on_sigterm)
         deadline = time.monotonic() + 60
         while not port_file.exists():
             if hub.poll() is not None:
@@ -128,6 +130,9 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the cleanup short (each child gets SIGKILL after 15 s).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_all()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,6 +38,16 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 MIN_SECRET_BYTES = 32
 DEFAULT_PORT = 8700
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def secret_problem(raw: str) -> str | None:
+    """Why ``raw`` is refused as the JWT secret (a placeholder, or too short), or None if it is fine."""
+    if raw.strip().lower() in PLACEHOLDER_SECRETS:
+        return "ONSEMBL_JWT_SECRET is a placeholder; set a random secret (or unset it)"
+    if len(raw.encode()) < MIN_SECRET_BYTES:
+        return f"ONSEMBL_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"
+    return None
 
 
 def default_data_dir() -> Path:
@@ -171,18 +181,17 @@ class Settings(EnvThenToml):
     def _secret_strength(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
-        raw = value.get_secret_value()
-        if raw.strip().lower() in PLACEHOLDER_SECRETS:
-            raise ValueError("ONSEMBL_JWT_SECRET is a placeholder; set a random secret (or unset it)")
-        if len(raw.encode()) < MIN_SECRET_BYTES:
-            raise ValueError(f"ONSEMBL_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        problem = secret_problem(value.get_secret_value())
+        if problem:
+            raise ValueError(problem)
         return value
 
-    @model_validator(mode="after")
-    def _urls(self) -> Settings:
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if value and not value.startswith(REDIS_SCHEMES):
             raise ValueError("ONSEMBL_REDIS_URL must start with redis://, rediss:// or unix://")
-        return self
+        return value
 
     # ---- derived ------------------------------------------------------------------------------
 
@@ -208,11 +217,16 @@ class Settings(EnvThenToml):
     def effective_redis_url(self) -> str:
         return self.redis_url or f"unix://{self.embedded_redis_socket}"
 
+    @property
+    def secret_file(self) -> Path:
+        """Where the generated JWT secret is kept when ``jwt_secret`` is unset."""
+        return self.data_dir / "jwt-secret"
+
     def secret(self) -> str:
         """The JWT secret: the configured one, or one generated into the data dir on first use."""
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
-        path = self.data_dir / "jwt-secret"
+        path = self.secret_file
         if path.exists():
             value = path.read_text().strip()
             if len(value.encode()) >= MIN_SECRET_BYTES:

@@ -26,6 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from server.auth.tokens import TokenKind, mint
 from server.cli import _ensure_agent
+from server.redis_embedded import no_retry
 from shared.config import Settings
 from shared.protocol import DashboardConnect, DashboardConnectPayload, HubToDashboard, parse_hub_to_dashboard
 
@@ -160,9 +161,9 @@ class HubProcess:
         if settings.redis_url:
             return
         with contextlib.suppress(redis.RedisError, OSError):
-            redis.Redis(unix_socket_path=str(settings.embedded_redis_socket), socket_timeout=5).shutdown(
-                nosave=True
-            )
+            redis.Redis(
+                unix_socket_path=str(settings.embedded_redis_socket), socket_timeout=5, retry=no_retry()
+            ).shutdown(nosave=True)
 
     # ---- tokens and clients --------------------------------------------------------------------
 
