@@ -14,6 +14,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import redis
@@ -74,6 +75,22 @@ async def _own_thread(call: Callable[[], T]) -> T:
 
     threading.Thread(target=run, name="hub-own-thread", daemon=True).start()
     return await done
+
+
+def store_consumer_name(data_dir: Path) -> str:
+    """The store's name in the consumer group, kept in the data dir: a hub that restarts (or is
+    killed and started again) takes back, first thing, the events it had read and not yet written.
+    A new name each start would leave them to be claimed after they sat idle for a minute."""
+    path = data_dir / "store-consumer"
+    try:
+        name = path.read_text().strip()
+        if name:
+            return name
+    except OSError:
+        pass
+    name = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    path.write_text(name + "\n")
+    return name
 
 
 def parse_position(value: str | bytes) -> Position:
@@ -154,7 +171,7 @@ class Hub:
         self.agents = AgentDirectory(self.redis, self.sessions)
         self.publisher = EventPublisher(self.redis, s.event_stream_maxlen)
         self.publisher.start()
-        self.store = Store(self.redis, self.sessions, consumer=self.hub_id)
+        self.store = Store(self.redis, self.sessions, consumer=store_consumer_name(s.data_dir))
         self.store.status_counter = self.metrics.command_status
         await self.store.ensure_group()
         self.store.start()

@@ -54,7 +54,9 @@ def _gone(socket: Path) -> bool:
     if not socket.exists():
         return True
     try:
-        client = redis.Redis(unix_socket_path=str(socket), socket_connect_timeout=0.5, socket_timeout=2)
+        client = redis.Redis(
+            unix_socket_path=str(socket), socket_connect_timeout=0.5, socket_timeout=2, retry=no_retry()
+        )
         client.ping()
         client.close()
     except (redis.ConnectionError, FileNotFoundError, ConnectionRefusedError) as exc:

@@ -160,6 +160,8 @@ class Store:
                     block=None if cursor == "0" else 1000,
                 )
                 entries = read_entries(response)
+                if self.last_error is not None and self.last_error.startswith("redis"):
+                    self.last_error = None  # Redis answered again
                 if cursor == "0" and not entries:
                     cursor = ">"
                     continue
