@@ -69,8 +69,9 @@ def serve(settings: Settings, *, workers: int, port_file: Path | None = None) ->
         log_config=None,
         ws=protocol_class(settings.ws_compression_level),
         ws_max_size=MAX_AGENT_MESSAGE_BYTES + 64 * 1024,
-        ws_ping_interval=20,
-        ws_ping_timeout=20,
+        # A TUI or agent that stops reading (or vanished without a FIN) is dropped within 30 s.
+        ws_ping_interval=15,
+        ws_ping_timeout=15,
         timeout_graceful_shutdown=5,
         lifespan="on",
     )

@@ -238,6 +238,7 @@ def start_agent(
     workdir: Path | None = None,
     extra_env: dict[str, str] | None = None,
     options: tuple[str, ...] = (),
+    server_url: str | None = None,
 ) -> AgentProcess:
     """A real ``onsembl-agent`` process. For claude, gemini and codex the fake CLIs of tests/fakes
     come first on PATH, so the wrapper runs them exactly as it would run the real ones."""
@@ -253,7 +254,8 @@ def start_agent(
         FAKE_CLI_STATE_DIR=str(hub.data_dir / "fake-cli-state"),
     )
     env.update(extra_env or {})
-    argv = [str(BIN / "onsembl-agent"), kind, "--name", name, "--server", hub.url, "--token", token]
+    server = server_url or hub.url  # e.g. a proxy in front of the hub
+    argv = [str(BIN / "onsembl-agent"), kind, "--name", name, "--server", server, "--token", token]
     argv += ["--state-dir", str(state_dir), *options]
     if workdir is not None:
         argv += ["--workdir", str(workdir)]

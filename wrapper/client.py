@@ -114,9 +114,14 @@ class AgentClient:
                     ping_interval=20,
                     ping_timeout=20,
                 ) as ws:
-                    await self._session(ws)
-                    backoff = BACKOFF_START_S
-                    auth_failures = 0
+                    try:
+                        await self._session(ws)
+                    finally:
+                        if self.connected.is_set():
+                            # The link was up, however it ended: start the backoff over (a flaky
+                            # network must not push every later reconnect out to 30 s).
+                            backoff = BACKOFF_START_S
+                            auth_failures = 0
             except AuthRefused as exc:
                 auth_failures += 1
                 log.error(

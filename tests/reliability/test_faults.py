@@ -80,6 +80,8 @@ class TuiClient:
 
     def __init__(self, hub: HubProcess) -> None:
         self.chunks: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+        #: Sequences per command in the order they arrived.
+        self.arrivals: dict[str, list[int]] = defaultdict(list)
         self.readies: list[DashboardReady] = []
         self.statuses: list[LinkStatus] = []
         self.stream = EventStream(
@@ -96,6 +98,7 @@ class TuiClient:
             if event.type == "TERMINAL_STREAM":
                 p = event.payload
                 self.chunks[p.command_id][p.sequence].append(p.content)
+                self.arrivals[p.command_id].append(p.sequence)
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self.stream.run())
@@ -108,6 +111,15 @@ class TuiClient:
 
     def lines_of(self, command_id: str) -> int:
         return sum("".join(c).count("\n") for c in self.chunks[command_id].values())
+
+    def reordered(self, command_id: str) -> int:
+        """Chunks that arrived after a later one of the same command."""
+        highest, count = -1, 0
+        for sequence in self.arrivals[command_id]:
+            if sequence < highest:
+                count += 1
+            highest = max(highest, sequence)
+        return count
 
     def check(self, command_id: str, text: str) -> tuple[int, int]:
         """(lines lost, chunks duplicated) of one command at this client."""
