@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,10 +29,20 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def _ensure_agent(settings: Settings, name: str) -> str:
+def _ensure_agent(settings: Settings, name: str, kind: str) -> str:
     from server.cli import _ensure_agent as ensure
 
-    return asyncio.run(ensure(settings, name, "shell"))
+    return asyncio.run(ensure(settings, name, kind))
+
+
+#: Agent CLIs the demo uses when they are on PATH (each as one agent), before ``shell`` agents.
+AGENT_CLIS = ("claude", "gemini", "codex")
+
+
+def demo_agents_for(count: int) -> list[tuple[str, str]]:
+    """(name, kind) of the demo agents: the agent CLIs found on PATH first, then ``shell`` agents."""
+    found = [(cli, cli) for cli in AGENT_CLIS if shutil.which(cli)][:count]
+    return found + [(f"demo-{n}", "shell") for n in range(1, count - len(found) + 1)]
 
 
 def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
@@ -83,34 +94,19 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
                 raise SystemExit("onsembl up: the hub did not start within 60 s")
             time.sleep(0.1)
         url = json.loads(port_file.read_text())["url"]
-        for n in range(1, demo_agents + 1):
-            name = f"demo-{n}"
-            agent_id = _ensure_agent(settings, name)
+        demo = demo_agents_for(demo_agents)
+        for name, kind in demo:
+            agent_id = _ensure_agent(settings, name, kind)
             token = mint(settings, TokenKind.AGENT, agent_id, name=name)
-            children.append(
-                subprocess.Popen(
-                    [
-                        _bin("onsembl-agent"),
-                        "shell",
-                        "--name",
-                        name,
-                        "--server",
-                        url,
-                        "--workdir",
-                        os.getcwd(),
-                        "--log-level",
-                        "WARNING",
-                        "--",
-                        "bash",
-                        "-lc",
-                    ],
-                    env=dict(env, ONSEMBL_TOKEN=token),
-                )
-            )
+            program = ["--", "bash", "-lc"] if kind == "shell" else []
+            argv = [_bin("onsembl-agent"), kind, "--name", name, "--server", url, "--workdir", os.getcwd()]
+            argv += ["--log-level", "WARNING", *program]
+            children.append(subprocess.Popen(argv, env=dict(env, ONSEMBL_TOKEN=token)))
         user_token = mint(settings, TokenKind.ACCESS, DEMO_USER, ttl_s=12 * 3600)
-        _wait_agents_online(url, user_token, demo_agents)
+        _wait_agents_online(url, user_token, [name for name, _ in demo])
+        names = ", ".join(name for name, _ in demo)
         print(
-            f"\nOnsembl is up at {url} with {demo_agents} demo agents (data in {settings.data_dir}).\n"
+            f"\nOnsembl is up at {url} with the agents {names} (data in {settings.data_dir}).\n"
             f"  export ONSEMBL_SERVER_URL={url}\n"
             f"  export ONSEMBL_TOKEN=$(onsembl token user {DEMO_USER} | tail -n 1)\n"
             f'  curl -s -H "Authorization: Bearer $ONSEMBL_TOKEN" $ONSEMBL_SERVER_URL/v1/agents\n'
@@ -136,16 +132,13 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
         stop_all()
 
 
-def _wait_agents_online(url: str, token: str, count: int, seconds: float = 30) -> None:
+def _wait_agents_online(url: str, token: str, names: list[str], seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=5) as client:
         while time.monotonic() < deadline:
             try:
                 agents = client.get("/v1/agents").json()
-                if (
-                    sum(1 for a in agents if a["name"].startswith("demo-") and a["status"] == "ONLINE")
-                    >= count
-                ):
+                if {a["name"] for a in agents if a["status"] == "ONLINE"} >= set(names):
                     return
             except httpx.HTTPError:
                 pass
