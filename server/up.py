@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -51,6 +52,13 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
     port_file.unlink(missing_ok=True)
     env = dict(os.environ, ONSEMBL_DATA_DIR=str(settings.data_dir))
     children: list[subprocess.Popen[bytes]] = []
+    # With the TUI on this terminal, the hub's, workers' and agents' logs go to a file: written to
+    # the terminal, they would draw over the TUI.
+    log_path = settings.data_dir / "logs" / "up.log"
+    output: Any = None
+    if not headless:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        output = open(log_path, "ab")
     hub = subprocess.Popen(
         [
             _bin("onsembl"),
@@ -65,6 +73,8 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
             settings.log_level,
         ],
         env=env,
+        stdout=output,
+        stderr=output,
     )
     children.append(hub)
 
@@ -101,7 +111,9 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
             program = ["--", "bash", "-lc"] if kind == "shell" else []
             argv = [_bin("onsembl-agent"), kind, "--name", name, "--server", url, "--workdir", os.getcwd()]
             argv += ["--log-level", "WARNING", *program]
-            children.append(subprocess.Popen(argv, env=dict(env, ONSEMBL_TOKEN=token)))
+            children.append(
+                subprocess.Popen(argv, env=dict(env, ONSEMBL_TOKEN=token), stdout=output, stderr=output)
+            )
         user_token = mint(settings, TokenKind.ACCESS, DEMO_USER, ttl_s=12 * 3600)
         _wait_agents_online(url, user_token, [name for name, _ in demo])
         names = ", ".join(name for name, _ in demo)
@@ -115,6 +127,7 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
             flush=True,
         )
         if not headless:
+            print(f"Logs: {log_path}", file=sys.stderr, flush=True)
             try:
                 from tui.cli import launch
             except ImportError:
@@ -130,6 +143,8 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_all()
+        if output is not None:
+            output.close()
 
 
 def _wait_agents_online(url: str, token: str, names: list[str], seconds: float = 30) -> None:
