@@ -14,16 +14,21 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, Strict
 from pydantic.alias_generators import to_camel
 
-SInt = Annotated[int, Strict()]
+#: Every integer on the wire is within +-(2**53 - 1): what a JSON number carries exactly in every client
+#: (JavaScript's Number.MAX_SAFE_INTEGER), and well within a database column (BIGINT, SQLite INTEGER),
+#: so an absurd value is refused when validated instead of failing in the database.
+MAX_INT = 2**53 - 1
+
+SInt = Annotated[int, Strict(), Field(ge=-MAX_INT, le=MAX_INT)]
 SStr = Annotated[str, Strict()]
 SBool = Annotated[bool, Strict()]
 SFloat = Annotated[float, Strict()]
-NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+NonNegInt = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]
 
 #: Identifiers: agents, commands, traces, reports. UUIDs in practice, validated as short strings.
 Id = Annotated[str, Strict(), Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 #: Milliseconds since the epoch.
-EpochMs = Annotated[int, Strict(), Field(ge=0)]
+EpochMs = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]
 
 
 class WireModel(BaseModel):
