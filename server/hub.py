@@ -59,14 +59,19 @@ class AgentSink(Protocol):
     async def close_stale(self) -> None: ...
 
 
-#: Redis connections per hub process: every agent socket may have a call in flight at once, so the
-#: pool must hold more than the agents a hub serves (redis-py's default refused past 100).
+#: Redis connections per hub process: every agent socket may have a call in flight at once (redis-py's
+#: default refused past 100).
 REDIS_POOL_SIZE = 4096
+#: Past REDIS_POOL_SIZE calls in flight, a call waits this long for a connection to come free. (The
+#: pool refused at once before: with 10,000 agents connected, a busy hub's sockets failed with
+#: "Too many connections".)
+REDIS_POOL_WAIT_S = 30
 
 
 def redis_clients(url: str) -> tuple[aioredis.Redis, redis.Redis]:
     opts: dict[str, Any] = {"health_check_interval": 30, "max_connections": REDIS_POOL_SIZE}
-    return aioredis.Redis.from_url(url, **opts), redis.Redis.from_url(url, **opts)
+    pool = aioredis.BlockingConnectionPool.from_url(url, timeout=REDIS_POOL_WAIT_S, **opts)
+    return aioredis.Redis(connection_pool=pool), redis.Redis.from_url(url, **opts)
 
 
 class Hub:

@@ -21,6 +21,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -84,7 +85,7 @@ from shared.protocol import (
     parse_dashboard_message,
     parse_hub_to_dashboard,
 )
-from tests.harness import Dashboard, HubProcess, timeout
+from tests.harness import Dashboard, HubProcess, timeout, wait_until
 from tests.reliability.helpers import (
     closed_with,
     figure,
@@ -736,3 +737,74 @@ async def test_output_just_under_the_limit_reaches_a_tui_whole(fuzz_hub: HubProc
     finally:
         await ws.close()
         await tui.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+async def test_nul_characters_are_stored_on_postgresql(postgres_database: str, tmp_path: Path) -> None:
+    """PostgreSQL's text types cannot hold NUL (U+0000), which JSON strings can: an agent's output line
+    with one, its host name, a trace, a preset named with one over REST. All are stored (NUL as U+FFFD)
+    and the store goes on with what follows."""
+    hub = HubProcess(tmp_path / "hub", env_overrides={"ONSEMBL_DATABASE_URL": postgres_database}, workers=2)
+    await asyncio.to_thread(hub.start)
+    try:
+        agent_id, token = hub.agent_token("nul-agent")
+        ws = await connect(hub.ws_url + "/ws/agent", additional_headers={"Authorization": f"Bearer {token}"})
+        await ws.send(
+            AgentConnect(
+                payload=AgentConnectPayload(
+                    agent_id=agent_id, agent_type=AgentType.SHELL, host_machine="box\x00", version="1\x00"
+                )
+            ).to_json()
+        )
+        await next_of_type(ws, "SERVER_HEARTBEAT", 10)
+        beat = keep_beating(ws, agent_id)
+        command_id = await take_command(hub, ws, agent_id)
+        contents = ["before\n", "a\x00b\n", "after\n"]
+        for sequence, content in enumerate(contents):
+            await ws.send(
+                TerminalOutput(
+                    payload=TerminalOutputPayload(
+                        command_id=command_id,
+                        agent_id=agent_id,
+                        stream_type=StreamType.STDOUT,
+                        content=content,
+                        sequence=sequence,
+                    )
+                ).to_json()
+            )
+        await ws.send(
+            TraceEvent(
+                payload=TraceEventPayload(
+                    command_id=command_id,
+                    agent_id=agent_id,
+                    trace_id="nul",
+                    type=TraceType.TOOL_CALL,
+                    name="Read\x00",
+                    content={"path": "a\x00b"},
+                    error="e\x00",
+                )
+            ).to_json()
+        )
+        with hub.client() as client:
+            preset = client.post("/presets", json={"name": "nul\x00preset", "content": "echo \x00"})
+            assert preset.status_code == 201, preset.text
+
+            def stored() -> list[str]:
+                body = client.get(f"/commands/{command_id}/output").json()
+                return [item["content"] for item in body["items"]] if body["total"] == len(contents) else []
+
+            lines = await asyncio.to_thread(wait_until, stored, 30, "the output stored")
+            traces = await asyncio.to_thread(
+                wait_until, lambda: client.get(f"/commands/{command_id}/traces").json(), 30, "the trace"
+            )
+            agent = client.get(f"/agents/{agent_id}").json()
+        figure("postgres output lines with NUL stored", f"{len(lines)} of {len(contents)}")
+        assert lines == [c.replace("\x00", "\ufffd") for c in contents]
+        assert traces[0]["name"] == "Read\ufffd" and traces[0]["error"] == "e\ufffd"
+        assert agent["hostMachine"] in ("box\x00", "box\ufffd")  # live (Redis) or stored
+        beat.cancel()
+        await ws.close()
+    finally:
+        await asyncio.to_thread(hub.stop)
+        hub.shutdown_redis()
