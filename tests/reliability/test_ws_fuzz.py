@@ -9,8 +9,13 @@ own ERROR naming it) is answered. Frames the models accept get their usual answe
 INTERNAL_ERROR. Meanwhile another agent and another dashboard (which parses every frame it gets with
 the shared models) are unaffected, and the hub process never dies.
 
+Also: AGENT_CONNECT fuzzed on fresh connections (what it says about the agent reaches every TUI),
+output in frames of just under 1 MiB relayed whole to a TUI, and NUL characters through a hub on
+PostgreSQL (when ONSEMBL_TEST_POSTGRES_URL is set).
+
 The hub runs with rate limits far above what the fuzzing sends (tests/reliability/test_floods.py
-checks the limits).
+checks the limits). ONSEMBL_FUZZ_EXAMPLES sets the examples per strategy (default 400, about a
+minute for the module).
 """
 
 from __future__ import annotations
@@ -100,7 +105,7 @@ from tui.client.stream import CONNECT_OPTIONS
 
 pytestmark = pytest.mark.reliability
 
-#: Hypothesis examples per strategy and socket: the module takes about a minute.
+#: Hypothesis examples per strategy and socket.
 EXAMPLES = int(os.environ.get("ONSEMBL_FUZZ_EXAMPLES", "400"))
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES,
