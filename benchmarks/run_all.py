@@ -14,7 +14,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["dispatch_latency", "output_latency", "saturation", "resources", "tui_streaming"]
+BENCHMARKS = [
+    "dispatch_latency",
+    "output_latency",
+    "saturation",
+    "resources",
+    "tui_streaming",
+    "idle_connections",
+]
 
 
 def main() -> int:

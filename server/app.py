@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -83,8 +84,17 @@ def create_app(settings: Settings | None = None, *, embedded_workers: int = 0) -
         return _error(422, "INVALID_MESSAGE", "the request does not match the API", details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, _HTTP_ERRORS.get(exc.status_code, "HTTP_ERROR"), str(exc.detail))
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = _error(exc.status_code, _HTTP_ERRORS.get(exc.status_code, "HTTP_ERROR"), str(exc.detail))
+        # Starlette's own headers go out too: Allow on a 405 (RFC 9110), WWW-Authenticate on a 401.
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette's Allow names the methods of the first route whose path matched; a path served
+            # by several routes (GET and POST /v1/commands) supports all of theirs.
+            allowed = _allowed_methods(app, request.url.path)
+            if allowed:
+                response.headers["Allow"] = allowed
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -99,6 +109,18 @@ def create_app(settings: Settings | None = None, *, embedded_workers: int = 0) -
     app.add_middleware(HttpMetricsMiddleware, metrics=lambda: _hub_metrics(app))
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def _allowed_methods(app: FastAPI, path: str) -> str:
+    """The methods the OpenAPI document gives for ``path`` (``GET, POST``), or "" when it has none."""
+    table: list[tuple[re.Pattern[str], str]] | None = getattr(app.state, "allowed_methods", None)
+    if table is None:
+        table = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            table.append((re.compile(pattern), ", ".join(sorted(m.upper() for m in operations))))
+        app.state.allowed_methods = table
+    return next((methods for pattern, methods in table if pattern.fullmatch(path)), "")
 
 
 def _hub_metrics(app: FastAPI) -> HubMetrics | None:

@@ -48,6 +48,32 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
+def _raise_open_files(needed: int) -> None:
+    """Every socket is an open file: lift the soft limit on them to the hard one (often 1024 of up to
+    a million), so the hub can hold ``max_connections`` sockets; say so when it still cannot."""
+    import logging
+
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < ceiling:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+        except (ValueError, OSError):
+            pass
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        logging.getLogger("onsembl.server").warning(
+            "the limit on open files is %d, under the %d that max_connections needs; "
+            "raise it (ulimit -n) or lower ONSEMBL_MAX_CONNECTIONS",
+            soft,
+            needed,
+        )
+
+
 def serve(settings: Settings, *, workers: int, port_file: Path | None = None) -> None:
     import uvicorn
 
@@ -57,6 +83,8 @@ def serve(settings: Settings, *, workers: int, port_file: Path | None = None) ->
     from shared.protocol import MAX_AGENT_MESSAGE_BYTES
 
     setup_logging(settings.log_level)
+    # The sockets, and some room for Redis, the database, logs and the worker pool's pipes.
+    _raise_open_files(settings.max_connections + 256)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

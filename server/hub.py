@@ -109,9 +109,13 @@ class AgentSink(Protocol):
     async def close_stale(self) -> None: ...
 
 
-#: Redis connections per hub process: every agent socket may have a call in flight at once, so the
-#: pool must hold more than the agents a hub serves (redis-py's default refused past 100).
+#: Redis connections per hub process: every agent socket may have a call in flight at once (redis-py's
+#: default refused past 100).
 REDIS_POOL_SIZE = 4096
+#: Past REDIS_POOL_SIZE calls in flight, a call waits this long for a connection to come free. (The
+#: pool refused at once before: with 10,000 agents connected, a busy hub's sockets failed with
+#: "Too many connections".)
+REDIS_POOL_WAIT_S = 30
 
 
 def redis_clients(url: str) -> tuple[aioredis.Redis, redis.Redis]:
@@ -123,11 +127,12 @@ def redis_clients(url: str) -> tuple[aioredis.Redis, redis.Redis]:
         "max_connections": REDIS_POOL_SIZE,
         "socket_connect_timeout": 2,
     }
-    sync_retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), 3)
-    async_retry = AsyncRetry(ExponentialBackoff(cap=0.2, base=0.02), 3)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, timeout=REDIS_POOL_WAIT_S, retry=AsyncRetry(ExponentialBackoff(cap=0.2, base=0.02), 3), **opts
+    )
     return (
-        aioredis.Redis.from_url(url, retry=async_retry, **opts),
-        redis.Redis.from_url(url, retry=sync_retry, **opts),
+        aioredis.Redis(connection_pool=pool),
+        redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 3), **opts),
     )
 
 

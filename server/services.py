@@ -412,7 +412,9 @@ async def reorder_queue(hub: Hub, actor: str, agent_id: str, command_ids: list[s
     for command_id in command_ids:
         execution_id = await asyncio.to_thread(executions.resolve, hub.redis_sync, command_id, agent_id)
         if execution_id is None:
-            raise invalid(f"command {command_id} is not in agent {agent_id}'s queue")
+            # As for an execution that is no longer waiting (ReorderError): the order does not match
+            # the queue as it is now.
+            raise conflict(f"command {command_id} is not in agent {agent_id}'s queue")
         execution_ids.append(execution_id)
     try:
         await asyncio.to_thread(executions.reorder, hub.redis_sync, agent_id, execution_ids)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from shared.enums import (
     AgentActivity,
@@ -22,15 +22,18 @@ from shared.enums import (
     StreamType,
     TraceType,
 )
-from shared.model import EpochMs, Id, NonNegInt, SBool, SFloat, SInt, SStr, WireModel
+from shared.model import MAX_INT, EpochMs, Id, NonNegInt, SBool, SFloat, SInt, SStr, WireModel
 
 MAX_COMMAND_CHARS = 100_000
 Priority = Annotated[int, Field(ge=0, le=100, strict=True)]
+#: A command's time limit (a week at most) and token budget, given with it or by a constraint profile.
+TimeLimitMs = Annotated[int, Field(gt=0, le=7 * 24 * 3600 * 1000, strict=True)]
+TokenBudget = Annotated[int, Field(gt=0, le=MAX_INT, strict=True)]
 
 
 class ExecutionConstraints(WireModel):
-    time_limit_ms: Annotated[int, Field(gt=0, le=7 * 24 * 3600 * 1000, strict=True)] | None = None
-    token_budget: Annotated[int, Field(gt=0, strict=True)] | None = None
+    time_limit_ms: TimeLimitMs | None = None
+    token_budget: TokenBudget | None = None
 
 
 class HealthMetrics(WireModel):
@@ -65,9 +68,33 @@ class Agent(WireModel):
 
 
 class CommandCreate(WireModel):
+    # The rule of _targets below, in the JSON schema: the OpenAPI document states it too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["broadcast"],
+                    "properties": {
+                        "broadcast": {"const": True},
+                        "targetAgents": {"anyOf": [{"type": "null"}, {"maxItems": 0}]},
+                    },
+                },
+                {
+                    "required": ["targetAgents"],
+                    "properties": {
+                        "targetAgents": {"type": "array", "minItems": 1},
+                        "broadcast": {"const": False},
+                    },
+                },
+            ]
+        }
+    )
+
     content: Annotated[str, Field(min_length=1, max_length=MAX_COMMAND_CHARS, strict=True)]
     type: CommandType = CommandType.NATURAL
-    target_agents: Annotated[list[Id], Field(max_length=500)] | None = None
+    target_agents: (
+        Annotated[list[Id], Field(max_length=500, json_schema_extra={"uniqueItems": True})] | None
+    ) = None
     broadcast: SBool = False
     priority: Priority = 50
     execution_constraints: ExecutionConstraints | None = None
@@ -271,8 +298,9 @@ class Preset(PresetCreate):
 class ConstraintProfileCreate(WireModel):
     name: Annotated[str, Field(min_length=1, max_length=200, strict=True)]
     description: Annotated[str, Field(max_length=2000, strict=True)] = ""
-    time_limit_ms: Annotated[int, Field(gt=0, strict=True)] | None = None
-    token_budget: Annotated[int, Field(gt=0, strict=True)] | None = None
+    #: The same bounds as ExecutionConstraints: a profile fills in a command's limits.
+    time_limit_ms: TimeLimitMs | None = None
+    token_budget: TokenBudget | None = None
     is_default: SBool = False
 
 
@@ -322,6 +350,19 @@ class MagicLinkSent(WireModel):
 
 class VerifyRequest(WireModel):
     """Either the one-time code (with the email) or the token from the magic link."""
+
+    # The rule of _one below, in the JSON schema: the OpenAPI document states it too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["token"], "properties": {"token": {"type": "string"}}},
+                {
+                    "required": ["email", "code"],
+                    "properties": {"email": {"type": "string", "minLength": 1}, "code": {"type": "string"}},
+                },
+            ]
+        }
+    )
 
     email: Annotated[str, Field(max_length=320, strict=True)] | None = None
     code: Annotated[str, Field(min_length=6, max_length=6, pattern=r"^[0-9]{6}$", strict=True)] | None = None

@@ -9,21 +9,67 @@ validates from parsed Python objects, so it is not used.)
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 from pydantic.alias_generators import to_camel
 
-SInt = Annotated[int, Strict()]
+#: Every integer on the wire is within +-(2**53 - 1): what a JSON number carries exactly in every client
+#: (JavaScript's Number.MAX_SAFE_INTEGER), and well within a database column (BIGINT, SQLite INTEGER),
+#: so an absurd value is refused when validated instead of failing in the database.
+MAX_INT = 2**53 - 1
+
+SInt = Annotated[int, Strict(), Field(ge=-MAX_INT, le=MAX_INT)]
 SStr = Annotated[str, Strict()]
 SBool = Annotated[bool, Strict()]
 SFloat = Annotated[float, Strict()]
-NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+NonNegInt = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]
 
 #: Identifiers: agents, commands, traces, reports. UUIDs in practice, validated as short strings.
 Id = Annotated[str, Strict(), Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 #: Milliseconds since the epoch.
-EpochMs = Annotated[int, Strict(), Field(ge=0)]
+EpochMs = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]
+
+#: How deep free-form JSON (an agent's capabilities, trace content, tool input, error details) may
+#: nest. The hub relays it inside its own messages, a few levels deeper, and JSON parsers stop at a
+#: depth (pydantic's near 200): an agent's capabilities nested just under that made every TUI's
+#: DASHBOARD_READY unreadable.
+MAX_FREE_JSON_DEPTH = 64
+
+
+def _plain_json(value: Any) -> Any:
+    """Free-form JSON as every reader takes it: at most MAX_FREE_JSON_DEPTH deep, finite numbers."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("numbers must be finite (JSON has no Infinity or NaN)")
+        else:
+            continue
+        if depth >= MAX_FREE_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_FREE_JSON_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children)
+    return value
+
+
+def bounded_json(value: Any) -> Any:
+    """``value`` when it is within FreeJson's bounds, else a note saying why it was left out: for a
+    sender passing on what a CLI produced, which must not fail on it."""
+    try:
+        return _plain_json(value)
+    except ValueError as exc:
+        return f"(left out: {exc})"
+
+
+#: Any JSON value, and a JSON object, within the bounds of _plain_json.
+FreeJson = Annotated[Any, AfterValidator(_plain_json)]
+FreeJsonObject = Annotated[dict[str, Any], AfterValidator(_plain_json)]
 
 
 class WireModel(BaseModel):
@@ -33,6 +79,10 @@ class WireModel(BaseModel):
         extra="forbid",
         use_enum_values=False,
         ser_json_inf_nan="null",
+        # JSON has no infinity or NaN, but parsers take Infinity, NaN and 1e400; such a float would be
+        # stored and served as null, which no model reads back (a heartbeat with "cpuPercent":
+        # Infinity made the agent's record unreadable).
+        allow_inf_nan=False,
     )
 
     def wire(self) -> dict[str, Any]:

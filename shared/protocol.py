@@ -46,7 +46,7 @@ from shared.enums import (
     StreamType,
     TraceType,
 )
-from shared.model import EpochMs, Id, NonNegInt, SBool, SInt, SStr, WireModel
+from shared.model import EpochMs, FreeJson, FreeJsonObject, Id, NonNegInt, SBool, SInt, SStr, WireModel
 
 PROTOCOL_VERSION = 1
 #: Largest message an agent may send, and a TUI (bytes of the text frame).
@@ -137,7 +137,7 @@ class AgentConnectPayload(WireModel):
     agent_type: AgentType
     version: Annotated[str, Field(max_length=200, strict=True)] = ""
     host_machine: Annotated[str, Field(max_length=255, strict=True)] = ""
-    capabilities: dict[str, Any] = Field(default_factory=dict)
+    capabilities: FreeJsonObject = Field(default_factory=dict)
     protocol_version: SInt = PROTOCOL_VERSION
     #: Executions the wrapper still runs or holds results for after a reconnect (command ids).
     active_commands: Annotated[list[Id], Field(max_length=100)] = Field(default_factory=list)
@@ -190,7 +190,7 @@ class TraceEventPayload(WireModel):
     parent_id: Id | None = None
     type: TraceType
     name: Annotated[str, Field(max_length=500, strict=True)]
-    content: Any = None
+    content: FreeJson = None
     started_at: EpochMs | None = None
     completed_at: EpochMs | None = None
     duration_ms: NonNegInt | None = None
@@ -245,7 +245,7 @@ class AgentErrorPayload(WireModel):
     error_type: Annotated[str, Field(max_length=100, strict=True)]
     message: SStr
     recoverable: SBool = True
-    details: Any = None
+    details: FreeJson = None
 
 
 class AgentError(Envelope):
@@ -260,7 +260,7 @@ class NeedsInputPayload(WireModel):
     agent_id: Id
     request_id: Id
     tool_name: Annotated[str, Field(max_length=200, strict=True)]
-    tool_input: Any = None
+    tool_input: FreeJson = None
     #: True when the CLI waits for an answer the hub can give (Claude's stdio permission prompt);
     #: False when the tool was denied already (the user has to change the agent's permissions).
     can_answer: SBool = True
@@ -346,7 +346,7 @@ class ServerHeartbeat(Envelope):
 class ErrorPayload(WireModel):
     code: ErrorCode
     message: SStr
-    details: Any = None
+    details: FreeJson = None
     recoverable: SBool = True
     #: The id of the message this answers, when there is one.
     request_id: Id | None = None

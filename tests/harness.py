@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 import httpx
 import redis
@@ -91,7 +91,17 @@ class HubProcess:
 
     @property
     def settings(self) -> Settings:
-        overrides = {k[len("ONSEMBL_") :].lower(): v for k, v in self.env.items() if k.startswith("ONSEMBL_")}
+        overrides: dict[str, Any] = {}
+        for key, value in self.env.items():
+            if key.startswith("ONSEMBL_"):
+                name = key[len("ONSEMBL_") :].lower()
+                field = Settings.model_fields.get(name)
+                # A list (allowed_origins) comes from the environment as JSON, as pydantic-settings
+                # reads it; as an argument it must be the list itself.
+                if field is not None and get_origin(field.annotation) is list:
+                    overrides[name] = json.loads(value)
+                else:
+                    overrides[name] = value
         return Settings(**overrides)
 
     def start(self) -> HubProcess:

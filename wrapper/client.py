@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 
 from shared.enums import AgentType, ControlAction, ErrorCode
+from shared.model import bounded_json
 from shared.protocol import (
     MAX_AGENT_MESSAGE_BYTES,
     AgentConnect,
@@ -246,7 +247,7 @@ class AgentClient:
                     agent_id=self.agent_id,
                     request_id=to_id(request_id),
                     tool_name=tool_name[:200],
-                    tool_input=tool_input,
+                    tool_input=bounded_json(tool_input),
                     can_answer=can_answer,
                 )
             )

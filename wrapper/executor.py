@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.enums import AckStatus, CommandType, CompletionStatus, EndReason, StreamType, TraceType
+from shared.model import bounded_json
 from shared.protocol import (
     CommandAck,
     CommandAckPayload,
@@ -89,7 +90,7 @@ class OutputChunker:
                     command_id=self.command_id,
                     agent_id=self.agent_id,
                     stream_type=self._stream,
-                    content=content,
+                    content=bounded_json(content),
                     ansi_codes=ANSI_ESCAPE in content,
                     sequence=self.sequence,
                 )
@@ -146,7 +147,7 @@ class CommandRun:
                     parent_id=to_id(parent_id) if parent_id else None,
                     type=type,
                     name=name[:500],
-                    content=content,
+                    content=bounded_json(content),
                     started_at=started_at,
                     completed_at=completed_at,
                     duration_ms=max(0, duration_ms) if duration_ms is not None else None,

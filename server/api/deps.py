@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -10,7 +10,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from server.auth.tokens import Principal, TokenError, TokenKind, verify
 from server.errors import ServiceError
 from server.hub import Hub
+from shared.api import ErrorBody
 from shared.enums import ErrorCode
+from shared.model import MAX_INT
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -38,4 +40,19 @@ async def current_user(
 
 UserDep = Annotated[Principal, Depends(current_user)]
 Limit = Annotated[int, Query(ge=1, le=100)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_INT)]
+
+
+_STATUS_TEXT = {
+    400: "Bad input (the body is valid JSON of the right shape, but says something impossible)",
+    401: "Missing, expired or wrong bearer token",
+    404: "Not found",
+    409: "Conflict with the current state",
+    422: "The request does not match the API",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route declares in the OpenAPI document: ``{error, message, details}``.
+    (FastAPI's own 422 schema, ``{detail: [...]}``, is not what the hub sends: see server.app.)"""
+    return {status: {"model": ErrorBody, "description": _STATUS_TEXT[status]} for status in statuses}

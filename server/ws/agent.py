@@ -467,6 +467,8 @@ async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
         await conn.finish()
         if session is not None and await hub.detach_agent(session.agent_id, session):
             if await hub.agents.mark_offline(session.agent_id, hub.hub_id):
-                await hub.publish_agent(session.agent_id)
+                # With the row at hand, as for heartbeats: no database read per disconnect (10,000
+                # agents going at once queued on the database pool past its time-out).
+                await hub.publish_agent(session.agent_id, session.row)
                 await hub.audit(f"agent:{session.row.name}", "agent.disconnected", agent_id=session.agent_id)
             log.info("agent %s disconnected", session.row.name)

@@ -32,6 +32,11 @@ CLOSE_GOING_AWAY = 1001
 
 #: Frames queued for a client before it counts as not reading.
 SEND_QUEUE_LIMIT = 10_000
+#: Stream events that piled up go out in one EVENT_BATCH of at most 500 events, and no more events are
+#: added once it holds this many characters (UTF-8: at most 4 bytes each): a batch stays well under
+#: the 16 MiB a TUI takes in a frame, also when agents send output in messages of up to 1 MiB.
+BATCH_MAX_EVENTS = 500
+BATCH_MAX_CHARS = 1024 * 1024
 
 
 def bearer_token(ws: WebSocket) -> str:
@@ -148,12 +153,16 @@ class Connection:
                 # Stream events that piled up go out together in one EVENT_BATCH frame.
                 if batchable and self.on_batch is not None and not self.queue.empty():
                     frames = [frame]
-                    while len(frames) < 500 and not self.queue.empty():
+                    size = len(frame)
+                    while (
+                        len(frames) < BATCH_MAX_EVENTS and size < BATCH_MAX_CHARS and not self.queue.empty()
+                    ):
                         nxt = self.queue.get_nowait()
                         if nxt is None or not nxt[1]:
                             carried.append(nxt)
                             break
                         frames.append(nxt[0])
+                        size += len(nxt[0])
                     if len(frames) > 1:
                         frame = self.on_batch(frames)
                 await self.ws.send_text(frame)

@@ -3,12 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from server import services
-from server.api.deps import HubDep, UserDep
+from server.api.deps import HubDep, UserDep, errors
 from server.errors import not_found
 from shared.api import Agent, AgentQueue, ControlRequest, ControlResult, QueueReorder
 from shared.enums import ControlAction
 
-router = APIRouter(prefix="/agents", tags=["agents"])
+router = APIRouter(prefix="/agents", tags=["agents"], responses=errors(400, 401, 404, 409, 422))
 
 
 @router.get("", response_model=list[Agent])

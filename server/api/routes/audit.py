@@ -5,11 +5,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 
-from server.api.deps import HubDep, Limit, Offset, UserDep
+from server.api.deps import HubDep, Limit, Offset, UserDep, errors
 from server.db.models import AuditLogRow
 from shared.api import AuditLog, Page
+from shared.model import MAX_INT
 
-router = APIRouter(prefix="/audit-logs", tags=["audit"])
+router = APIRouter(prefix="/audit-logs", tags=["audit"], responses=errors(401, 422))
 
 
 @router.get("", response_model=Page[AuditLog])
@@ -22,8 +23,8 @@ async def list_audit_logs(
     actor: Annotated[str | None, Query(max_length=320)] = None,
     agent_id: Annotated[str | None, Query(alias="agentId")] = None,
     command_id: Annotated[str | None, Query(alias="commandId")] = None,
-    since: Annotated[int | None, Query(ge=0)] = None,
-    until: Annotated[int | None, Query(ge=0)] = None,
+    since: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
+    until: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
 ) -> Page[AuditLog]:
     stmt = select(AuditLogRow)
     if action:

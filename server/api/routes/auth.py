@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
 
-from server.api.deps import HubDep
+from fastapi import APIRouter, Query, Request
+
+from server.api.deps import HubDep, errors
 from server.auth import login
 from shared.api import MagicLinkRequest, MagicLinkSent, RefreshRequest, TokenPair, VerifyRequest
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], responses=errors(400, 401, 422))
 
 
 @router.post("/magic-link", response_model=MagicLinkSent, status_code=202)
@@ -21,10 +23,10 @@ async def verify(body: VerifyRequest, hub: HubDep) -> TokenPair:
 
 
 @router.get("/verify", response_model=TokenPair)
-async def verify_link(token: str, hub: HubDep) -> TokenPair:
-    """The magic link itself: opening it signs in."""
-    body = VerifyRequest(token=token)
-    return await login.verify(hub, email=None, code=None, token=body.token)
+async def verify_link(token: Annotated[str, Query(min_length=16, max_length=200)], hub: HubDep) -> TokenPair:
+    """The magic link itself: opening it signs in. (The token's bounds are VerifyRequest's, checked
+    here as a query parameter: a malformed link is a 422, not a validation error inside the route.)"""
+    return await login.verify(hub, email=None, code=None, token=token)
 
 
 @router.post("/refresh", response_model=TokenPair)

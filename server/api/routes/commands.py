@@ -6,13 +6,14 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
 
 from server import services
-from server.api.deps import HubDep, Limit, Offset, UserDep
+from server.api.deps import HubDep, Limit, Offset, UserDep, errors
 from server.db.models import CommandRow, ExecutionRow, OutputLineRow, TraceRow
 from server.errors import not_found
 from shared.api import CancelRequest, Command, CommandCreate, InputAnswer, OutputLine, Page, TraceEventRecord
 from shared.enums import CommandType, ExecutionStatus, StreamType, TraceType
+from shared.model import MAX_INT
 
-router = APIRouter(prefix="/commands", tags=["commands"])
+router = APIRouter(prefix="/commands", tags=["commands"], responses=errors(400, 401, 404, 409, 422))
 
 
 @router.post("", response_model=Command, status_code=201)
@@ -30,8 +31,8 @@ async def list_commands(
     agent_id: Annotated[str | None, Query(alias="agentId")] = None,
     status: ExecutionStatus | None = None,
     type: CommandType | None = None,
-    since: Annotated[int | None, Query(ge=0, description="created at or after (ms)")] = None,
-    until: Annotated[int | None, Query(ge=0, description="created before (ms)")] = None,
+    since: Annotated[int | None, Query(ge=0, le=MAX_INT, description="created at or after (ms)")] = None,
+    until: Annotated[int | None, Query(ge=0, le=MAX_INT, description="created before (ms)")] = None,
 ) -> Page[Command]:
     stmt = select(CommandRow)
     if q:
@@ -84,7 +85,9 @@ async def get_output(
     hub: HubDep,
     _: UserDep,
     agent_id: Annotated[str | None, Query(alias="agentId")] = None,
-    after: Annotated[int, Query(ge=-1, description="return lines with a sequence above this")] = -1,
+    after: Annotated[
+        int, Query(ge=-1, le=MAX_INT, description="return lines with a sequence above this")
+    ] = -1,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
     offset: Offset = 0,
 ) -> Page[OutputLine]:

@@ -6,13 +6,13 @@ from fastapi import APIRouter
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from server.api.deps import HubDep, Limit, Offset, UserDep
+from server.api.deps import HubDep, Limit, Offset, UserDep, errors
 from server.db.models import ConstraintProfileRow
 from server.errors import conflict
 from shared.api import ConstraintProfile, ConstraintProfileCreate, Page
 from shared.protocol import now_ms
 
-router = APIRouter(prefix="/constraints", tags=["constraints"])
+router = APIRouter(prefix="/constraints", tags=["constraints"], responses=errors(400, 401, 409, 422))
 
 
 def _record(row: ConstraintProfileRow) -> ConstraintProfile:

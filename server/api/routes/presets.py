@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from server.api.deps import HubDep, Limit, Offset, UserDep
+from server.api.deps import HubDep, Limit, Offset, UserDep, errors
 from server.db.models import PresetRow
 from server.errors import conflict, not_found
 from shared.api import ExecutionConstraints, Page, Preset, PresetCreate
@@ -14,7 +14,7 @@ from shared.enums import CommandType
 from shared.presets import variables_of
 from shared.protocol import now_ms
 
-router = APIRouter(prefix="/presets", tags=["presets"])
+router = APIRouter(prefix="/presets", tags=["presets"], responses=errors(400, 401, 404, 409, 422))
 
 
 def _record(row: PresetRow) -> Preset:

@@ -6,13 +6,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
 
-from server.api.deps import HubDep, Limit, Offset, UserDep
+from server.api.deps import HubDep, Limit, Offset, UserDep, errors
 from server.db.models import ReportRow
 from server.errors import not_found
 from shared.api import Page, Report, ReportContent
 from shared.enums import ReportStatus
 
-router = APIRouter(prefix="/reports", tags=["reports"])
+router = APIRouter(prefix="/reports", tags=["reports"], responses=errors(401, 404, 422))
 
 
 def _record(row: ReportRow) -> Report:

@@ -7,11 +7,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from server import __version__, services
-from server.api.deps import HubDep, UserDep
+from server.api.deps import HubDep, UserDep, errors
 from server.metrics import CONTENT_TYPE
 from shared.api import ComponentHealth, EmergencyStopResult, ErrorBody, Health
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], responses=errors(401))
 
 
 @router.post("/emergency-stop", response_model=EmergencyStopResult)
@@ -19,7 +19,7 @@ async def emergency_stop(hub: HubDep, user: UserDep) -> EmergencyStopResult:
     return await services.emergency_stop(hub, user.subject, "emergency stop (REST)")
 
 
-health_router = APIRouter(tags=["system"])
+health_router = APIRouter(tags=["system"], responses=errors(401))
 
 
 @health_router.get(
