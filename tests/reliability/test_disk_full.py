@@ -12,11 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import HubProcess, timeout
+from tests.harness import HubProcess, async_wait_until, timeout
 from tests.reliability.test_faults import (
     TuiClient,
     _lost_lines,
-    _until,
     expected_text,
     gated_script,
     start_agents,
@@ -85,14 +84,16 @@ async def test_a_full_disk_keeps_streaming_and_loses_no_line(tmp_path: Path, sma
         await tui.start()
         with hub.client() as client:
             command_id = submit(client, agent, gated_script("disk", gate, counts / "disk"))
-        await _until(lambda: tui.lines_of(command_id) >= 30, 30, "the stream under way")
+        await async_wait_until(lambda: tui.lines_of(command_id) >= 30, 30, "the stream under way")
         filler = fill(small_disk)
         full_at = time.monotonic()
         # /health says the database is in trouble, and why.
-        body = await _until(lambda: unhealthy(health(hub)), 60, "/health to say so")
+        body = await async_wait_until(lambda: unhealthy(health(hub)), 60, "/health to say so")
         said_after = time.monotonic() - full_at
         lines_when_full = tui.lines_of(command_id)
-        await _until(lambda: tui.lines_of(command_id) > lines_when_full + 300, 40, "live output while full")
+        await async_wait_until(
+            lambda: tui.lines_of(command_id) > lines_when_full + 300, 40, "live output while full"
+        )
         streamed_while_full = tui.lines_of(command_id) - lines_when_full
         log_says = "full" in hub.log_path.read_text(errors="replace").lower()
         # Room again: the store writes what waited in Redis.
@@ -100,16 +101,16 @@ async def test_a_full_disk_keeps_streaming_and_loses_no_line(tmp_path: Path, sma
         filler = None
         freed_at = time.monotonic()
         gate.touch()
-        await _until(lambda: health(hub)["database"]["ok"], 60, "the database healthy again")
+        await async_wait_until(lambda: health(hub)["database"]["ok"], 60, "the database healthy again")
         with hub.client() as client:
-            await _until(lambda: (counts / "disk").exists(), 60, "the command to finish")
+            await async_wait_until(lambda: (counts / "disk").exists(), 60, "the command to finish")
             text = expected_text("disk", int((counts / "disk").read_text()))
 
             def caught_up() -> bool:
                 got, _ = stored(client, command_id)
                 return _lost_lines(got, text) == 0
 
-            await _until(caught_up, 60, "the store to catch up")
+            await async_wait_until(caught_up, 60, "the store to catch up")
             got, dupes = stored(client, command_id)
         caught_up_s = time.monotonic() - freed_at
         lost = _lost_lines(got, text)

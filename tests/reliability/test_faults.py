@@ -22,7 +22,15 @@ import psutil
 import pytest
 
 from shared.protocol import DashboardReady, StreamEnvelope
-from tests.harness import TERMINAL, AgentProcess, HubProcess, start_agent, timeout, wait_until
+from tests.harness import (
+    TERMINAL,
+    AgentProcess,
+    HubProcess,
+    async_wait_until,
+    start_agent,
+    timeout,
+    wait_until,
+)
 from tui.client.auth import TokenSource
 from tui.client.stream import EventStream, LinkStatus
 
@@ -102,7 +110,7 @@ class TuiClient:
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self.stream.run())
-        await _until(lambda: self.readies, 20, "the TUI client to connect")
+        await async_wait_until(lambda: self.readies, 20, "the TUI client to connect")
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -135,17 +143,6 @@ def _lost_lines(got: str, text: str) -> int:
     if seen == expected:
         return 0
     return max(1, len(set(expected) - set(seen)))
-
-
-async def _until(predicate: Any, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout(seconds)
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def stored(client: httpx.Client, command_id: str) -> tuple[str, int]:
@@ -227,7 +224,9 @@ async def test_hub_killed_mid_stream_loses_nothing(tmp_path: Path) -> None:
                 submit(client, agent, gated_script(f"run{n}", gate, counts / f"run{n}"))
                 for n, agent in enumerate(agents)
             ]
-            await _until(lambda: all(tui.lines_of(c) >= 30 for c in running), 60, "all 20 commands streaming")
+            await async_wait_until(
+                lambda: all(tui.lines_of(c) >= 30 for c in running), 60, "all 20 commands streaming"
+            )
             started = time.monotonic()
             with ThreadPoolExecutor(SUBMITTERS) as pool:
                 queued = list(
@@ -265,7 +264,7 @@ async def test_hub_killed_mid_stream_loses_nothing(tmp_path: Path) -> None:
                         settled_after[command_id] = now - back_at
                 return len(settled_after) == len(running) + len(queued)
 
-            await _until(all_settled, SETTLE_S + 120, "every command to settle")
+            await async_wait_until(all_settled, SETTLE_S + 120, "every command to settle")
             for n, command_id in enumerate(running):
                 printed = int((counts / f"run{n}").read_text())
                 expected[command_id] = expected_text(f"run{n}", printed)
@@ -290,7 +289,7 @@ async def test_hub_killed_mid_stream_loses_nothing(tmp_path: Path) -> None:
             store_catch_up = time.monotonic() - settled_at
 
         # The client has everything once the store does (it resumed from its last position).
-        await _until(
+        await async_wait_until(
             lambda: all(tui.check(c, t)[0] == 0 for c, t in expected.items()),
             30,
             "the TUI client to catch up",

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import HubProcess, start_agent, timeout
-from tests.reliability.test_faults import TuiClient, _until, expected_text, gated_script, statuses, submit
+from tests.harness import HubProcess, async_wait_until, start_agent, timeout
+from tests.reliability.test_faults import TuiClient, expected_text, gated_script, statuses, submit
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
 
@@ -138,7 +138,7 @@ async def test_disconnects_latency_and_a_blackhole_lose_nothing(tmp_path: Path) 
     try:
         with hub.client() as client:
             # Waits here must let the loop run: the proxy lives on it.
-            await _until(
+            await async_wait_until(
                 lambda: all(client.get(f"/agents/{a.agent_id}").json()["status"] == "ONLINE" for a in agents),
                 60,
                 "agents online through the proxy",
@@ -148,7 +148,7 @@ async def test_disconnects_latency_and_a_blackhole_lose_nothing(tmp_path: Path) 
                 submit(client, agent, gated_script(f"net{n}", gate, tmp_path / "counts" / f"net{n}"))
                 for n, agent in enumerate(agents)
             ]
-        await _until(lambda: all(tui.lines_of(c) >= 20 for c in running), 30, "streams under way")
+        await async_wait_until(lambda: all(tui.lines_of(c) >= 20 for c in running), 30, "streams under way")
 
         # Forced disconnects while the agents stream (with the added latency all along).
         for _ in range(CUT_ROUNDS):
@@ -165,7 +165,7 @@ async def test_disconnects_latency_and_a_blackhole_lose_nothing(tmp_path: Path) 
         proxy.blackhole_ended_at = time.monotonic()
         proxy.flowing.set()
         lines_at_return = sum(tui.lines_of(c) for c in running)
-        await _until(
+        await async_wait_until(
             lambda: sum(tui.lines_of(c) for c in running) > lines_at_return + 30,
             30,
             "output flowing again after the blackhole",
@@ -174,7 +174,7 @@ async def test_disconnects_latency_and_a_blackhole_lose_nothing(tmp_path: Path) 
         gate.touch()
 
         with hub.client() as client:
-            await _until(
+            await async_wait_until(
                 lambda: all(b["status"] == "COMPLETED" for b in statuses(client, running).values()),
                 60,
                 "the commands to complete",
@@ -183,7 +183,7 @@ async def test_disconnects_latency_and_a_blackhole_lose_nothing(tmp_path: Path) 
             c: expected_text(f"net{n}", int((tmp_path / "counts" / f"net{n}").read_text()))
             for n, c in enumerate(running)
         }
-        await _until(
+        await async_wait_until(
             lambda: all(tui.check(c, t)[0] == 0 for c, t in expected.items()), 30, "the client to catch up"
         )
         lost = sum(tui.check(c, t)[0] for c, t in expected.items())
