@@ -121,6 +121,11 @@ def run(
 
         def followed() -> bool:
             logs = [log for log in app.screen.query(OutputLog) if log.size.height > 0]
+            for log in logs:
+                # A flush that lands between a resize and its deferred scroll to the end sees the pane
+                # off its end and stops following (noted on issue 4); a snapshot wants the end.
+                if log.auto_scroll and not log.has_pending and log.scroll_y < log.max_scroll_y:
+                    log.scroll_end(animate=False, immediate=True, x_axis=False)
             return all(not log.has_pending and log.scroll_y >= log.max_scroll_y for log in logs)
 
         def idle() -> bool:
@@ -130,7 +135,7 @@ def run(
         await pilot.pause()
 
         # Every pane shows its last lines (follow mode) once the layout settled.
-        await async_wait_until(followed, 10, "the output panes at their ends")
+        await async_wait_until(followed, 20, "the output panes at their ends")
         app.clear_notifications()
         for field in app.screen.query("Input, TextArea"):
             field.cursor_blink = False  # type: ignore[attr-defined]  # a blinking cursor is timing
