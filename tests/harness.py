@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,13 @@ from shared.protocol import DashboardConnect, DashboardConnectPayload, HubToDash
 
 FACTOR = float(os.environ.get("ONSEMBL_TEST_TIMEOUT_FACTOR", "1"))
 BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for servers the test starts on a fixed port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def timeout(seconds: float) -> float:

@@ -21,15 +21,9 @@ from server.db.session import upgrade
 from server.doctor import Check, Status
 from server.redis_embedded import EmbeddedRedis
 from shared.config import Settings
-from tests.harness import BIN, HubProcess, timeout
+from tests.harness import BIN, HubProcess, free_port, timeout
 
 NAMES = ["python", "settings", "data dir", "secret", "redis", "database", "port", "claude", "gemini", "codex"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fake_program(directory: Path, name: str, body: str) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
@@ -12,15 +11,9 @@ import httpx
 
 from server.auth.tokens import TokenKind, mint
 from shared.config import Settings
-from tests.harness import BIN, timeout, wait_until
+from tests.harness import BIN, free_port, timeout, wait_until
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes" / "bin"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run_up(tmp_path: Path, path: str, agents: int) -> list[tuple[str, str]]:

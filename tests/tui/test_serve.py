@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import time
 
 import httpx
 from websockets.asyncio.client import connect
 
-from tests.harness import BIN, HubProcess, start_agent, timeout, wait_until
+from tests.harness import BIN, HubProcess, free_port, start_agent, timeout, wait_until
 
 
 def test_serve_refuses_a_public_address_without_being_told(hub: HubProcess) -> None:
@@ -58,12 +57,6 @@ def start_serving(hub: HubProcess, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str) -> httpx.Response | None:
