@@ -43,12 +43,12 @@ from shared.protocol import (
     ServerHeartbeat,
     ServerHeartbeatPayload,
     TerminalOutput,
+    TerminalStreamEncoder,
     TraceEvent,
     TraceUpdate,
     error,
     now_ms,
     parse_agent_message,
-    terminal_stream_json,
 )
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,9 @@ class AgentSession:
         self._announced_at = 0
         #: command id -> execution id, for this agent.
         self._executions: dict[str, str] = {}
+        self.stream_encoder = TerminalStreamEncoder(
+            agent_id=self.agent_id, agent_name=row.name, agent_type=self.agent_type
+        )
 
     # AgentSink
     def forward(self, raw: str) -> None:
@@ -134,7 +137,9 @@ class AgentSession:
             return
         try:
             command_id = getattr(message.payload, "command_id", None)
-            if command_id is None:
+            # Output, the bulk of all messages, is handled without a log context: its path logs
+            # nothing (an exception below still names the message type).
+            if command_id is None or isinstance(message, TerminalOutput):
                 await self.handle(message)
             else:
                 with log_context(command_id=command_id):
@@ -160,13 +165,7 @@ class AgentSession:
             # The event's JSON straight from the validated message (what the TerminalStream model
             # serialises to, without building it): this runs for every line of output.
             hub.publisher.publish_json(
-                terminal_stream_json(
-                    output,
-                    agent_id=self.agent_id,
-                    agent_name=self.row.name,
-                    agent_type=self.agent_type,
-                    emitted_at=message.timestamp,
-                ),
+                self.stream_encoder.encode(output, emitted_at=message.timestamp),
                 dedupe_key=keys.execution(execution_id),
                 sequence=output.sequence,
             )
