@@ -34,7 +34,7 @@ from server.events import EventPublisher
 from server.metrics import HubMetrics
 from server.queue import executions
 from server.redis_embedded import EmbeddedRedis, ensure_redis_url
-from server.redis_text import as_text, as_texts, read_entries, stream_entries
+from server.redis_text import as_text, as_texts, stream_entries
 from server.store import Store
 from server.worker import spawn_pool
 from shared.api import AuditLog
@@ -93,6 +93,28 @@ def store_consumer_name(data_dir: Path) -> str:
     return name
 
 
+def relay_items(response: Any) -> list[tuple[Position, str]]:
+    """The events of a raw XREAD reply on the event stream (RESP3: ``{stream: entries}``, RESP2:
+    ``[[stream, entries]]``) as (position, frame for the TUIs). Written by the hubs and jobs through
+    the protocol models, events are relayed as they are, with their position added."""
+    if not response:
+        return []
+    entries = next(iter(response.values())) if isinstance(response, dict) else response[0][1]
+    items: list[tuple[Position, str]] = []
+    for entry_id, fields in entries:
+        text_id = entry_id.decode()
+        ms, _, seq = text_id.partition("-")
+        position = (int(ms), int(seq or 0))
+        # Fields as Redis sent them: [b"m", data] (a trimmed entry has none).
+        if isinstance(fields, dict):
+            data = fields.get(b"m")
+        else:
+            data = fields[1] if fields and fields[0] == b"m" else None
+        if data is not None:
+            items.append((position, stream_frame(data, text_id)))
+    return items
+
+
 def parse_position(value: str | bytes) -> Position:
     text_value = value.decode() if isinstance(value, bytes) else value
     ms, _, seq = text_value.partition("-")
@@ -100,7 +122,7 @@ def parse_position(value: str | bytes) -> Position:
 
 
 class StreamClient(Protocol):
-    def deliver(self, position: Position, frame: str) -> None: ...
+    def deliver_many(self, items: list[tuple[Position, str]]) -> None: ...
 
 
 class AgentSink(Protocol):
@@ -264,6 +286,8 @@ class Hub:
     async def _relay(self) -> None:
         """Read the event stream and hand every event to this hub's TUI clients, in order."""
         reader = aioredis.Redis.from_url(self.redis_url)
+        # The reply as Redis sent it: redis-py's conversion built a dict per entry, for every event.
+        reader.set_response_callback("XREAD", lambda response, **_: response)
         try:
             while True:
                 try:
@@ -273,23 +297,15 @@ class Hub:
                     log.warning("relay lost Redis (%s); retrying", exc)
                     await asyncio.sleep(0.5)
                     continue
-                if not response:
+                items = relay_items(response)
+                if not items:
                     continue
-                entries = read_entries(response)
-                now = now_ms()
-                relay_latency = self.metrics.relay_latency.observe
-                self.metrics.events_relayed.inc(len(entries))
-                for entry_id, fields in entries:
-                    position = parse_position(entry_id)
-                    relay_latency(max(0, now - position[0]) / 1000)
-                    self.relay_position = position
-                    data = fields.get(b"m")
-                    if data is None:
-                        continue
-                    # Written by the hubs and jobs through the protocol models: relayed as it is.
-                    frame = stream_frame(data, f"{position[0]}-{position[1]}")
-                    for client in list(self.dashboards):
-                        client.deliver(position, frame)
+                self.relay_position = items[-1][0]
+                # One observation per read, of its oldest event: the lag is what the metric is for.
+                self.metrics.relay_latency.observe(max(0, now_ms() - items[0][0][0]) / 1000)
+                self.metrics.events_relayed.inc(len(items))
+                for client in list(self.dashboards):
+                    client.deliver_many(items)
         finally:
             await reader.aclose()
 

@@ -39,6 +39,23 @@ BATCH_MAX_EVENTS = 500
 BATCH_MAX_CHARS = 1024 * 1024
 
 
+def _batches(frames: list[str]) -> list[list[str]]:
+    """``frames`` cut into runs of at most BATCH_MAX_EVENTS events, each stopped once it holds
+    BATCH_MAX_CHARS characters (a single larger event is a run of its own)."""
+    runs: list[list[str]] = []
+    run: list[str] = []
+    size = 0
+    for frame in frames:
+        if run and (len(run) >= BATCH_MAX_EVENTS or size >= BATCH_MAX_CHARS):
+            runs.append(run)
+            run, size = [], 0
+        run.append(frame)
+        size += len(frame)
+    if run:
+        runs.append(run)
+    return runs
+
+
 def bearer_token(ws: WebSocket) -> str:
     header = ws.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
@@ -68,8 +85,10 @@ class Connection:
         self.max_bytes = max_bytes
         self.bucket = TokenBucket(rate, burst=rate)
         self.label = label
-        #: (frame, whether it may go out inside an EVENT_BATCH); None closes.
-        self.queue: asyncio.Queue[tuple[str, bool] | None] = asyncio.Queue()
+        #: (a frame, or frames that may go out inside an EVENT_BATCH, whether it may); None closes.
+        self.queue: asyncio.Queue[tuple[str | list[str], bool] | None] = asyncio.Queue()
+        #: Frames in ``queue`` (an item may hold many).
+        self.queued_frames = 0
         self.closed = asyncio.Event()
         self.close_code = 1000
         self.close_reason = ""
@@ -132,40 +151,50 @@ class Connection:
         self.send_raw(message.model_dump_json(by_alias=True), batchable=batchable)
 
     def send_raw(self, frame: str, *, batchable: bool = False) -> None:
+        self._enqueue(frame, 1, batchable)
+
+    def send_batchable(self, frames: list[str]) -> None:
+        """Queue stream events that may go out together in EVENT_BATCH frames (one queue item)."""
+        self._enqueue(frames, len(frames), True)
+
+    def _enqueue(self, payload: str | list[str], count: int, batchable: bool) -> None:
         if self.closed.is_set():
             return
-        if self.queue.qsize() >= SEND_QUEUE_LIMIT:
-            log.warning("%s is not reading (%d frames queued); dropping it", self.label, self.queue.qsize())
+        if self.queued_frames >= SEND_QUEUE_LIMIT:
+            log.warning("%s is not reading (%d frames queued); dropping it", self.label, self.queued_frames)
             if self.metrics is not None:
                 self.metrics.slow_clients_dropped.labels(self.kind).inc()
             self.close(CLOSE_TRY_AGAIN, "client too slow", drop_pending=True)
             return
-        self.queue.put_nowait((frame, batchable))
+        self.queued_frames += count
+        self.queue.put_nowait((payload, batchable))
+
+    def _take(self, payload: str | list[str]) -> list[str]:
+        frames = [payload] if isinstance(payload, str) else list(payload)
+        self.queued_frames -= len(frames)
+        return frames
 
     async def _send_loop(self) -> None:
-        carried: deque[tuple[str, bool] | None] = deque()
+        carried: deque[tuple[str | list[str], bool] | None] = deque()
         try:
             while True:
                 item = carried.popleft() if carried else await self.queue.get()
                 if item is None:
                     break
-                frame, batchable = item
-                # Stream events that piled up go out together in one EVENT_BATCH frame.
-                if batchable and self.on_batch is not None and not self.queue.empty():
-                    frames = [frame]
-                    size = len(frame)
-                    while (
-                        len(frames) < BATCH_MAX_EVENTS and size < BATCH_MAX_CHARS and not self.queue.empty()
-                    ):
-                        nxt = self.queue.get_nowait()
-                        if nxt is None or not nxt[1]:
-                            carried.append(nxt)
-                            break
-                        frames.append(nxt[0])
-                        size += len(nxt[0])
-                    if len(frames) > 1:
-                        frame = self.on_batch(frames)
-                await self.ws.send_text(frame)
+                frames = self._take(item[0])
+                if not item[1] or self.on_batch is None:
+                    for frame in frames:
+                        await self.ws.send_text(frame)
+                    continue
+                # Stream events that piled up go out together in EVENT_BATCH frames.
+                while not self.queue.empty() and len(frames) < BATCH_MAX_EVENTS:
+                    nxt = self.queue.get_nowait()
+                    if nxt is None or not nxt[1]:
+                        carried.append(nxt)
+                        break
+                    frames.extend(self._take(nxt[0]))
+                for chunk in _batches(frames):
+                    await self.ws.send_text(chunk[0] if len(chunk) == 1 else self.on_batch(chunk))
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
         finally:
@@ -183,6 +212,7 @@ class Connection:
         if drop_pending:
             while not self.queue.empty():
                 self.queue.get_nowait()
+            self.queued_frames = 0
         self.queue.put_nowait(None)
 
     async def finish(self) -> None:

@@ -61,20 +61,23 @@ class DashboardClient:
         self.live = False
         self._held: list[tuple[Position, str]] = []
 
-    def deliver(self, position: Position, frame: str) -> None:
+    def deliver_many(self, items: list[tuple[Position, str]]) -> None:
+        """Send events (in stream order) this client has not had yet, as one queued batch."""
         if not self.live:
-            self._held.append((position, frame))
+            self._held.extend(items)
             return
-        if position <= self.last_sent:
+        start = 0
+        while start < len(items) and items[start][0] <= self.last_sent:
+            start += 1
+        if start == len(items):
             return
-        self.last_sent = position
-        self.conn.send_raw(frame, batchable=True)
+        self.last_sent = items[-1][0]
+        self.conn.send_batchable([frame for _, frame in items[start:]])
 
     def go_live(self) -> None:
         self.live = True
         held, self._held = self._held, []
-        for position, frame in held:
-            self.deliver(position, frame)
+        self.deliver_many(held)
 
 
 async def _replay(hub: Hub, client: DashboardClient, resume_from: str) -> bool:
