@@ -130,6 +130,29 @@ def synthetic_frames(lines: int, per_frame: int = 500) -> Any:
         yield event_batch_frame(events)
 
 
+class GcPauses:
+    """The TUI process's garbage-collection pauses while it is measured (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.over_10ms = 0
+        self.longest_ms = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = (time.perf_counter() - self._started) * 1000
+        self.count += 1
+        self.over_10ms += pause > 10
+        self.longest_ms = max(self.longest_ms, pause)
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 async def key_to_screen(app: Any, table: Any, key: str) -> float:
     """Milliseconds from a key arriving (as the terminal driver delivers it) to the screen update
     that shows its effect: the agents table's cursor row moved and that region was drawn."""
@@ -197,6 +220,7 @@ def main() -> None:
                 sampler = CpuSampler({"tui": me, "loadgen": psutil.Process(loadgen.pid)})
                 parent.send(seconds)
                 note(f"streaming {args.rate:g} lines/s for {seconds:g}s; pressing keys meanwhile")
+                gc_pauses = GcPauses()
                 sampler.start()
                 begun = time.monotonic()
                 key_ms: list[float] = []
@@ -207,6 +231,8 @@ def main() -> None:
                     await asyncio.sleep(0.1)
                 sent = await asyncio.to_thread(parent.recv)
                 elapsed = time.monotonic() - begun
+                gc_pauses.stop()
+                note(f"slowest keys (ms): {', '.join(f'{v:.0f}' for v in sorted(key_ms)[-6:])}")
                 streaming_cpu = sampler.percent()
                 others = sampler.others()
                 # Let the tail arrive.
@@ -243,6 +269,12 @@ def main() -> None:
                 f"<= {TARGET_KEY_P99_MS:g} ms while streaming: {verdict(p99 <= TARGET_KEY_P99_MS)}",
             )
             metric("keys_pressed", len(key_ms), "keys")
+            metric(
+                "gc_pause_max_streaming",
+                gc_pauses.longest_ms,
+                "ms",
+                f"- ({gc_pauses.count} collections, {gc_pauses.over_10ms} of them over 10 ms)",
+            )
             metric("lines_sent", sent, "lines", f"{args.rate:g}/s x {seconds:g} s")
             metric("lines_received", received, "lines", f"= {sent}: {verdict(received == sent)}")
             metric("lines_received_per_s", received / elapsed, "lines/s", f"{args.rate:g}")

@@ -121,11 +121,6 @@ def run(
 
         def followed() -> bool:
             logs = [log for log in app.screen.query(OutputLog) if log.size.height > 0]
-            for log in logs:
-                # A flush that lands between a resize and its deferred scroll to the end sees the pane
-                # off its end and stops following (noted on issue 4); a snapshot wants the end.
-                if log.auto_scroll and not log.has_pending and log.scroll_y < log.max_scroll_y:
-                    log.scroll_end(animate=False, immediate=True, x_axis=False)
             return all(not log.has_pending and log.scroll_y >= log.max_scroll_y for log in logs)
 
         def idle() -> bool:

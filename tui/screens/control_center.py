@@ -303,7 +303,7 @@ class ControlCenterScreen(BaseScreen):
         for log in self.logs():
             log.auto_scroll = self.follow
             if self.follow:
-                log.scroll_end(animate=False)
+                log.follow_end()
         self.update_status_line()
 
     def action_toggle_wrap(self) -> None:

@@ -69,6 +69,10 @@ class OutputLog(ScrollView, can_focus=True):
         self.timestamps = timestamps
         self.wrap = wrap
         self.auto_scroll = True
+        #: Whether the view keeps to the end: cleared only when the user scrolls up, set again when
+        #: the end is reached. (Deciding it from the scroll offset at each flush lost follow mode when
+        #: a flush came between a resize, which moves the end, and the scroll to the new end.)
+        self.pinned = True
         self.search = ""
         self.agent_filter: frozenset[str] | None = None
         #: Lines taken in since the pane was made (what a user could have seen go by).
@@ -85,9 +89,23 @@ class OutputLog(ScrollView, can_focus=True):
     def on_resize(self, event: Resize) -> None:
         if self.wrap:
             self._relayout()
-        if self.auto_scroll:
+        if self.auto_scroll and self.pinned:
             # A pane that shrinks (the grid gains a pane) keeps its old offset: follow the end again.
             self.scroll_end(animate=False, immediate=False, x_axis=False)
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if new_value >= self.max_scroll_y:
+            self.pinned = True
+        elif new_value < old_value:
+            # Only the user moves the view up: the pane itself scrolls down, and a clamp after the
+            # rows shrank lands on the end.
+            self.pinned = False
+
+    def follow_end(self) -> None:
+        """Keep to the end from now on (follow mode switched on)."""
+        self.pinned = True
+        self.scroll_end(animate=False, x_axis=False)
 
     @property
     def has_pending(self) -> bool:
@@ -119,7 +137,7 @@ class OutputLog(ScrollView, can_focus=True):
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        following = self.auto_scroll and self.scroll_y >= self.max_scroll_y
+        following = self.auto_scroll and self.pinned
         self._append_rows(pending)
         self.lines_shown += len(pending)
         self._update_size()

@@ -1,0 +1,68 @@
+"""Follow mode of the output pane: it keeps to the end until the user scrolls up, whatever comes
+between a resize and the scroll it causes."""
+
+from __future__ import annotations
+
+from textual.app import App, ComposeResult
+
+from tui.state import OutputEntry
+from tui.widgets.output_log import OutputLog
+
+
+def entries(start: int, count: int) -> list[OutputEntry]:
+    return [OutputEntry("a-1", "c-1", n, False, f"line {n}", False, 0) for n in range(start, start + count)]
+
+
+class LogApp(App[None]):
+    CSS = "OutputLog { height: 20; }"
+
+    def compose(self) -> ComposeResult:
+        yield OutputLog(timestamps=False)
+
+
+async def test_a_flush_between_a_resize_and_its_scroll_keeps_following() -> None:
+    app = LogApp()
+    async with app.run_test(size=(60, 30)) as pilot:
+        log = app.query_one(OutputLog)
+        log.add(entries(0, 100))
+        log._flush()
+        await pilot.pause()
+        assert log.scroll_y == log.max_scroll_y > 0
+        # The end moves down without the view moving, as when the pane shrinks (the grid gains a
+        # pane) and the scroll to the new end waits for the next refresh. That is no user scroll:
+        # lines flushed meanwhile must not end follow mode.
+        log._append_rows(entries(100, 5))
+        log._update_size()
+        await pilot.pause()
+        assert log.scroll_y < log.max_scroll_y
+        log.add(entries(105, 5))
+        log._flush()
+        await pilot.pause()
+        assert log.pinned
+        assert log.scroll_y == log.max_scroll_y
+        assert log.rows[-1].text == "line 109"
+
+
+async def test_scrolling_up_holds_the_view_until_the_end_is_reached_again() -> None:
+    app = LogApp()
+    async with app.run_test(size=(60, 30)) as pilot:
+        log = app.query_one(OutputLog)
+        log.add(entries(0, 100))
+        log._flush()
+        await pilot.pause()
+        log.focus()
+        await pilot.press("pageup")
+        await pilot.pause()
+        held = log.scroll_y
+        assert held < log.max_scroll_y and not log.pinned
+        log.add(entries(100, 10))
+        log._flush()
+        await pilot.pause()
+        assert log.scroll_y == held  # new lines do not move a view the user scrolled
+        await pilot.press("end")
+        await pilot.pause()
+        assert log.pinned
+        log.add(entries(110, 10))
+        log._flush()
+        await pilot.pause()
+        assert log.scroll_y == log.max_scroll_y
