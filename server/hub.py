@@ -37,6 +37,7 @@ from server.redis_embedded import EmbeddedRedis, ensure_redis_url
 from server.redis_text import as_text, as_texts, stream_entries
 from server.store import Store
 from server.worker import spawn_pool
+from shared import protocol
 from shared.api import AuditLog
 from shared.config import Settings
 from shared.protocol import AgentStatusMessage, AuditEvent, now_ms, stream_frame
@@ -184,6 +185,7 @@ class Hub:
 
     async def start(self) -> None:
         s = self.settings
+        protocol.prepare()
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.redis_url, self.embedded_redis = await asyncio.to_thread(
             ensure_redis_url, s.redis_url, s.data_dir, s.embedded_redis_socket

@@ -83,6 +83,11 @@ class WireModel(BaseModel):
         # stored and served as null, which no model reads back (a heartbeat with "cpuPercent":
         # Infinity made the agent's record unreadable).
         allow_inf_nan=False,
+        # A model's validator and serializer are built when it is first used, not when it is
+        # defined: an agent wrapper uses a handful of the protocol's ~100 models, and building them
+        # all took a third of an idle wrapper's memory. Long-running processes build what they use
+        # at start (``shared.protocol.prepare``).
+        defer_build=True,
     )
 
     def wire(self) -> dict[str, Any]:

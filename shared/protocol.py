@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
+from functools import cache
 from random import getrandbits
 from typing import Annotated, Any, Literal
 
@@ -753,32 +754,60 @@ HubToDashboard = Annotated[
     Field(discriminator="type"),
 ]
 
-_agent_to_hub: TypeAdapter[AgentToHub] = TypeAdapter(AgentToHub)
-_hub_to_agent: TypeAdapter[HubToAgent] = TypeAdapter(HubToAgent)
-_dashboard_to_hub: TypeAdapter[DashboardToHub] = TypeAdapter(DashboardToHub)
-_hub_to_dashboard: TypeAdapter[HubToDashboard] = TypeAdapter(HubToDashboard)
-_stream_event: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
+
+# Each union's validator is built on first use (see ``WireModel``'s ``defer_build``): a wrapper never
+# builds the dashboards' side.
+@cache
+def _agent_to_hub() -> TypeAdapter[AgentToHub]:
+    return TypeAdapter(AgentToHub)
+
+
+@cache
+def _hub_to_agent() -> TypeAdapter[HubToAgent]:
+    return TypeAdapter(HubToAgent)
+
+
+@cache
+def _dashboard_to_hub() -> TypeAdapter[DashboardToHub]:
+    return TypeAdapter(DashboardToHub)
+
+
+@cache
+def _hub_to_dashboard() -> TypeAdapter[HubToDashboard]:
+    return TypeAdapter(HubToDashboard)
+
+
+@cache
+def _stream_event() -> TypeAdapter[StreamEvent]:
+    return TypeAdapter(StreamEvent)
 
 
 def parse_agent_message(data: str | bytes) -> AgentToHub:
     """Validate a frame an agent sent. Raises pydantic.ValidationError."""
-    return _agent_to_hub.validate_json(data)
+    return _agent_to_hub().validate_json(data)
 
 
 def parse_hub_to_agent(data: str | bytes) -> HubToAgent:
-    return _hub_to_agent.validate_json(data)
+    return _hub_to_agent().validate_json(data)
 
 
 def parse_dashboard_message(data: str | bytes) -> DashboardToHub:
-    return _dashboard_to_hub.validate_json(data)
+    return _dashboard_to_hub().validate_json(data)
 
 
 def parse_hub_to_dashboard(data: str | bytes) -> HubToDashboard:
-    return _hub_to_dashboard.validate_json(data)
+    return _hub_to_dashboard().validate_json(data)
 
 
 def parse_stream_event(data: str | bytes) -> StreamEvent:
-    return _stream_event.validate_json(data)
+    return _stream_event().validate_json(data)
+
+
+def prepare() -> None:
+    """Build every message validator now: a hub or TUI does so at start, so that no message pays
+    for it on arrival."""
+    for adapter in (_agent_to_hub, _hub_to_agent, _dashboard_to_hub, _hub_to_dashboard, _stream_event):
+        adapter()
 
 
 def error(
