@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import heapq
 import time
 
 import psutil
@@ -22,7 +23,6 @@ import psutil
 from benchmarks._common import (
     CpuSampler,
     DashboardProcess,
-    SimAgent,
     agent_tokens,
     connect_agents,
     hub_processes,
@@ -92,27 +92,37 @@ def main() -> None:
                 interval = 1.0 / args.rate
                 lines_per_agent = int(seconds * args.rate)
 
-                async def stream(agent: SimAgent, index: int) -> None:
-                    command_id = commands[agent.agent_id]
-                    assert agent.ws is not None
-                    # Agents are not in step: each starts at its own phase of the tick.
-                    start = time.monotonic() + interval * index / len(agents)
-                    # The same instant on the wall clock, for the due time carried in each line.
-                    wall_start_ns = time.time_ns() + int((start - time.monotonic()) * 1e9)
+                async def stream_all() -> None:
+                    """Every agent's lines at their due times, from one task: a timer and a task per
+                    agent cost the load generator (on the hub's machine) as much as the sends."""
                     step_ns = int(interval * 1e9)
-                    for seq in range(lines_per_agent):
-                        delay = start + seq * interval - time.monotonic()
-                        if delay > 0:
+                    begin = time.monotonic()
+                    wall_begin_ns = time.time_ns()
+                    # Agents are not in step: each starts at its own phase of the tick.
+                    due = [(begin + interval * i / len(agents), i, 0) for i in range(len(agents))]
+                    heapq.heapify(due)
+                    while due:
+                        at, index, seq = due[0]
+                        delay = at - time.monotonic()
+                        if delay > 0.0005:
                             await asyncio.sleep(delay)
-                        else:
+                            continue
+                        heapq.heappop(due)
+                        if delay < 0:
                             lag_ms.append(-delay * 1000)
+                        agent = agents[index]
+                        command_id = commands[agent.agent_id]
                         # "<sent ns> <due ns> ...": the dashboards measure from both.
-                        due_ns = wall_start_ns + seq * step_ns
+                        due_ns = wall_begin_ns + int((at - begin) * 1e9)
                         content = f"{time.time_ns()} {due_ns} {agent.name} line {seq:06d} {PAD}"
                         if not await agent.send_frame(agent.output(command_id, seq, content)):
-                            break
+                            continue  # this agent's socket is gone (closed_reason says why)
                         sent[command_id] = seq + 1
-                    await agent.complete(command_id, sent.get(command_id, 0))
+                        if seq + 1 < lines_per_agent:
+                            heapq.heappush(due, (at + step_ns / 1e9, index, seq + 1))
+                    for agent in agents:
+                        command_id = commands[agent.agent_id]
+                        await agent.complete(command_id, sent.get(command_id, 0))
 
                 note(f"streaming {args.rate:g} lines/s from each of {len(agents)} agents for {seconds:g}s")
                 sampler = CpuSampler(
@@ -120,7 +130,7 @@ def main() -> None:
                 )
                 sampler.start()
                 begun = time.monotonic()
-                await asyncio.gather(*(stream(a, i) for i, a in enumerate(agents)))
+                await stream_all()
                 elapsed = time.monotonic() - begun
                 cpu = sampler.percent()
                 others = sampler.others()
