@@ -44,34 +44,21 @@ class AgentDirectory:
         async with self.sessions() as session:
             return list((await session.execute(select(AgentRow).order_by(AgentRow.name))).scalars())
 
-    async def live(self, agent_ids: list[str]) -> list[dict[str, str]]:
-        pipe = self.redis.pipeline(transaction=False)
-        for agent_id in agent_ids:
-            pipe.hgetall(keys.agent(agent_id))
-        return [_decode(raw) for raw in await pipe.execute()]
-
-    async def queue_lengths(self, agent_ids: list[str]) -> list[int]:
-        pipe = self.redis.pipeline(transaction=False)
-        for agent_id in agent_ids:
-            pipe.scard(keys.agent_executions(agent_id))
-        return [int(n) for n in await pipe.execute()]
-
-    async def flags(self, agent_ids: list[str]) -> list[tuple[bool, bool]]:
-        pipe = self.redis.pipeline(transaction=False)
-        for agent_id in agent_ids:
-            pipe.sismember(keys.PAUSED_AGENTS, agent_id)
-            pipe.sismember(keys.STOPPED_AGENTS, agent_id)
-        values = await pipe.execute()
-        return [(bool(values[i]), bool(values[i + 1])) for i in range(0, len(values), 2)]
-
     async def describe(self, rows: list[AgentRow]) -> list[Agent]:
-        ids = [row.id for row in rows]
-        lives = await self.live(ids)
-        lengths = await self.queue_lengths(ids)
-        flags = await self.flags(ids)
+        """The agents as the API shows them: records and live state, read in one round trip (this
+        runs several times per command, for every status the TUIs are told of)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for row in rows:
+            pipe.hgetall(keys.agent(row.id))
+            pipe.scard(keys.agent_executions(row.id))
+            pipe.sismember(keys.PAUSED_AGENTS, row.id)
+            pipe.sismember(keys.STOPPED_AGENTS, row.id)
+        values = await pipe.execute()
         return [
-            build_agent(row, live, length, paused, stopped)
-            for row, live, length, (paused, stopped) in zip(rows, lives, lengths, flags, strict=True)
+            build_agent(row, _decode(live), int(length), bool(paused), bool(stopped))
+            for row, (live, length, paused, stopped) in zip(
+                rows, (values[i : i + 4] for i in range(0, len(values), 4)), strict=True
+            )
         ]
 
     async def get(self, agent_id: str) -> Agent | None:
