@@ -38,7 +38,7 @@ from server.redis_text import as_text, as_texts, stream_entries
 from server.store import Store
 from server.worker import spawn_pool
 from shared import protocol
-from shared.api import AuditLog
+from shared.api import AuditLog, ExecutionConstraints
 from shared.config import Settings
 from shared.protocol import AgentStatusMessage, AuditEvent, now_ms, stream_frame
 
@@ -179,6 +179,8 @@ class Hub:
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self.relay_position: Position = (0, 0)
+        #: (PROFILES_VERSION it was read at, the default profile's limits): see services.
+        self.default_constraints: tuple[bytes | None, ExecutionConstraints | None] | None = None
         self.metrics = HubMetrics()
 
     # ---- lifecycle -----------------------------------------------------------------------------

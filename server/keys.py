@@ -12,6 +12,8 @@ STORE_GROUP = "store"
 COMMAND_QUEUE = "onsembl-commands"
 #: Monotonic counter that orders queued executions.
 ORDER_SEQ = PREFIX + "order-seq"
+#: Bumped whenever a constraint profile is created: hubs cache the default profile's limits by it.
+PROFILES_VERSION = PREFIX + "profiles:version"
 #: Agents currently connected to some hub: ZSET agent id -> last seen (ms).
 ONLINE_AGENTS = PREFIX + "agents:online"
 PAUSED_AGENTS = PREFIX + "agents:paused"

@@ -129,8 +129,11 @@ def test_default_constraint_profile_fills_limits(hub: HubProcess) -> None:
             ).json()
             assert explicit["executionConstraints"]["timeLimitMs"] == 60000
             finished(client, explicit["id"])
-            # Leave no default behind for the other tests of this hub.
+            # Leave no default behind for the other tests of this hub; the hub's cached default goes.
             client.post("/constraints", json={"name": f"none-{uuid.uuid4().hex[:6]}", "isDefault": True})
+            after = client.post("/commands", json={"content": "true", "targetAgents": [agent.agent_id]})
+            assert after.json()["executionConstraints"] == {"timeLimitMs": None, "tokenBudget": None}
+            finished(client, after.json()["id"])
     finally:
         agent.stop()
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from server import keys
 from server.api.deps import HubDep, Limit, Offset, UserDep, errors
 from server.db.models import ConstraintProfileRow
 from server.errors import conflict
@@ -62,5 +63,6 @@ async def create_profile(body: ConstraintProfileCreate, hub: HubDep, user: UserD
             session.add(row)
     except IntegrityError as exc:
         raise conflict(f"a constraint profile named {body.name!r} exists") from exc
+    await hub.redis.incr(keys.PROFILES_VERSION)
     await hub.audit(user.subject, "constraints.created", profile=row.id, name=row.name)
     return _record(row)
