@@ -26,6 +26,11 @@ from tui import format as fmt
 from tui.state import OutputEntry
 
 FLUSH_HZ = 10
+#: A pane taking in this many lines or more per flush scrolls faster than anyone reads: it is
+#: redrawn only every HEAVY_FLUSH_EVERY-th flush. Drawing is the TUI's main cost under load, and
+#: a key pressed meanwhile waits for the draw in progress.
+HEAVY_LINES = 50
+HEAVY_FLUSH_EVERY = 3
 NAME_WIDTH = 12
 
 
@@ -79,12 +84,13 @@ class OutputLog(ScrollView, can_focus=True):
         self.lines_shown = 0
         self.rows: deque[Row] = deque(maxlen=max_lines)
         self._pending: list[OutputEntry] = []
+        self._ticks = 0
         self._ids = count()
         self._widest = 0
         self._strips: LRUCache[int, Strip] = LRUCache(1024)
 
     def on_mount(self) -> None:
-        self.set_interval(1 / FLUSH_HZ, self._flush)
+        self.set_interval(1 / FLUSH_HZ, self._tick)
 
     def on_resize(self, event: Resize) -> None:
         if self.wrap:
@@ -132,6 +138,12 @@ class OutputLog(ScrollView, can_focus=True):
 
     def clear(self) -> None:
         self.reload(())
+
+    def _tick(self) -> None:
+        self._ticks += 1
+        if len(self._pending) >= HEAVY_LINES and self._ticks % HEAVY_FLUSH_EVERY:
+            return
+        self._flush()
 
     def _flush(self) -> None:
         if not self._pending:
