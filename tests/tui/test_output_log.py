@@ -4,6 +4,7 @@ between a resize and the scroll it causes."""
 from __future__ import annotations
 
 from textual.app import App, ComposeResult
+from textual.pilot import Pilot
 
 from tui.state import OutputEntry
 from tui.widgets.output_log import OutputLog
@@ -20,13 +21,18 @@ class LogApp(App[None]):
         yield OutputLog(timestamps=False)
 
 
+async def feed(pilot: Pilot[None], log: OutputLog, start: int, count: int) -> None:
+    """Lines in, taken in at once (as the pane's timer does), and drawn."""
+    log.add(entries(start, count))
+    log._flush()
+    await pilot.pause()
+
+
 async def test_a_flush_between_a_resize_and_its_scroll_keeps_following() -> None:
     app = LogApp()
     async with app.run_test(size=(60, 30)) as pilot:
         log = app.query_one(OutputLog)
-        log.add(entries(0, 100))
-        log._flush()
-        await pilot.pause()
+        await feed(pilot, log, 0, 100)
         assert log.scroll_y == log.max_scroll_y > 0
         # The end moves down without the view moving, as when the pane shrinks (the grid gains a
         # pane) and the scroll to the new end waits for the next refresh. That is no user scroll:
@@ -35,9 +41,7 @@ async def test_a_flush_between_a_resize_and_its_scroll_keeps_following() -> None
         log._update_size()
         await pilot.pause()
         assert log.scroll_y < log.max_scroll_y
-        log.add(entries(105, 5))
-        log._flush()
-        await pilot.pause()
+        await feed(pilot, log, 105, 5)
         assert log.pinned
         assert log.scroll_y == log.max_scroll_y
         assert log.rows[-1].text == "line 109"
@@ -47,22 +51,16 @@ async def test_scrolling_up_holds_the_view_until_the_end_is_reached_again() -> N
     app = LogApp()
     async with app.run_test(size=(60, 30)) as pilot:
         log = app.query_one(OutputLog)
-        log.add(entries(0, 100))
-        log._flush()
-        await pilot.pause()
+        await feed(pilot, log, 0, 100)
         log.focus()
         await pilot.press("pageup")
         await pilot.pause()
         held = log.scroll_y
         assert held < log.max_scroll_y and not log.pinned
-        log.add(entries(100, 10))
-        log._flush()
-        await pilot.pause()
+        await feed(pilot, log, 100, 10)
         assert log.scroll_y == held  # new lines do not move a view the user scrolled
         await pilot.press("end")
         await pilot.pause()
         assert log.pinned
-        log.add(entries(110, 10))
-        log._flush()
-        await pilot.pause()
+        await feed(pilot, log, 110, 10)
         assert log.scroll_y == log.max_scroll_y
