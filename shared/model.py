@@ -10,6 +10,7 @@ validates from parsed Python objects, so it is not used.)
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from typing import Annotated, Any
 
@@ -28,6 +29,8 @@ SFloat = Annotated[float, Strict()]
 NonNegInt = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]
 
 #: Identifiers: agents, commands, traces, reports. UUIDs in practice, validated as short strings.
+#: What an ``Id`` is: letters, digits and ``_.:-``, 1 to 128 of them (no character JSON escapes).
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 Id = Annotated[str, Strict(), Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 #: Milliseconds since the epoch.
 EpochMs = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]

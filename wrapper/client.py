@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 
 from shared.enums import AgentType, ControlAction, ErrorCode
-from shared.model import bounded_json
+from shared.model import ID_PATTERN, bounded_json
 from shared.protocol import (
     MAX_AGENT_MESSAGE_BYTES,
     AgentConnect,
@@ -76,7 +76,10 @@ def agent_id_from_token(token: str) -> str:
         raise ValueError("the token is not a JWT: its claims are not an object")
     if claims.get("typ") != "agent" or not claims.get("sub"):
         raise ValueError("this is not an agent token; mint one with `onsembl token agent NAME`")
-    return str(claims["sub"])
+    agent_id = str(claims["sub"])
+    if not ID_PATTERN.fullmatch(agent_id):
+        raise ValueError("the token's agent id is not a valid id; mint one with `onsembl token agent NAME`")
+    return agent_id
 
 
 def websocket_url(server: str) -> str:

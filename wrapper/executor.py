@@ -26,9 +26,8 @@ from shared.protocol import (
     CommandRequestPayload,
     TerminalOutput,
     TerminalOutputPayload,
-    TraceEvent,
-    TraceEventPayload,
     to_id,
+    trace_event_json,
 )
 from wrapper.adapters.base import Adapter, Outcome, StreamParser
 from wrapper.changes import changes_since, snapshot_async
@@ -138,22 +137,21 @@ class CommandRun:
         tokens_used: int = 0,
         error: str | None = None,
     ) -> None:
-        self.executor.outbox.put(
-            TraceEvent(
-                payload=TraceEventPayload(
-                    command_id=self.command_id,
-                    agent_id=self.agent_id,
-                    trace_id=to_id(trace_id),
-                    parent_id=to_id(parent_id) if parent_id else None,
-                    type=type,
-                    name=name[:500],
-                    content=bounded_json(content),
-                    started_at=started_at,
-                    completed_at=completed_at,
-                    duration_ms=max(0, duration_ms) if duration_ms is not None else None,
-                    tokens_used=max(0, tokens_used),
-                    error=error,
-                )
+        # Serialised directly (see trace_event_json): a model turn each, the wrapper's hottest path.
+        self.executor.outbox.put_frame(
+            trace_event_json(
+                command_id=self.command_id,
+                agent_id=self.agent_id,
+                trace_id=to_id(trace_id),
+                parent_id=to_id(parent_id) if parent_id else None,
+                type=type,
+                name=name,
+                content=bounded_json(content),
+                started_at=started_at,
+                completed_at=completed_at,
+                duration_ms=duration_ms,
+                tokens_used=tokens_used,
+                error=error,
             )
         )
 

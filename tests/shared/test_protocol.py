@@ -273,3 +273,49 @@ def test_agent_batch_frame_parses_to_the_messages_in_order() -> None:
     nested = agent_batch_frame([agent_batch_frame([messages[0].to_json()])])
     with pytest.raises(ValidationError):
         parse_agent_message(nested)  # no batch inside a batch
+
+
+@pytest.mark.parametrize(
+    ("parent", "content", "error", "counts"),
+    [
+        (None, None, None, (None, None, None, 0)),
+        (
+            "tool-1",
+            {"text": 'q"uote\\ \x1b[31m\u00e9\U0001f600', "n": [1, 2.5, None, True]},
+            None,
+            (1, 2, 3, 4),
+        ),
+        ("m.1:x-y", "plain", 'it "broke"\n', (0, 2**60, -5, 2**53 - 1)),
+    ],
+)
+def test_trace_event_json_equals_the_model_serialisation(
+    parent: str | None, content: object, error: str | None, counts: tuple[int | None, ...]
+) -> None:
+    from shared.enums import TraceType
+    from shared.model import MAX_INT
+    from shared.protocol import TraceEvent, TraceEventPayload, parse_agent_message, trace_event_json
+
+    started, completed, duration, tokens = counts
+    data = trace_event_json(
+        command_id="cmd-1", agent_id="a.1", trace_id="t_1", parent_id=parent, type=TraceType.TOOL_CALL,
+        name="n \"é\"" + "x" * 600, content=content, started_at=started, completed_at=completed,
+        duration_ms=duration, tokens_used=tokens or 0, error=error,
+    )  # fmt: skip
+    message = parse_agent_message(data)
+    assert isinstance(message, TraceEvent)
+
+    def clamp(value: int | None) -> int | None:
+        return None if value is None else min(max(0, value), MAX_INT)
+
+    expected = TraceEvent(
+        id=message.id,
+        timestamp=message.timestamp,
+        payload=TraceEventPayload(
+            command_id="cmd-1", agent_id="a.1", trace_id="t_1", parent_id=parent, type=TraceType.TOOL_CALL,
+            name=("n \"é\"" + "x" * 600)[:500], content=content, started_at=clamp(started),
+            completed_at=clamp(completed), duration_ms=clamp(duration), tokens_used=clamp(tokens or 0) or 0,
+            error=error,
+        ),
+    )  # fmt: skip
+    assert data == expected.to_json()
+    assert message == expected
