@@ -694,6 +694,17 @@ def trace_event_json(
     )
 
 
+def trace_update_json(trace: TraceEventPayload) -> str:
+    """``stream_json`` of the TRACE_UPDATE event for a validated TRACE_EVENT (from the agent it names):
+    the record has the payload's fields in the payload's order, so the payload's JSON is the
+    record's (tests/shared check the equality). Each model turn and tool call of every agent comes
+    through here: this skips a dump, a validation and a model."""
+    return (
+        f'{{"id":"{new_id()}","timestamp":{now_ms()},"type":"TRACE_UPDATE",'
+        f'"payload":{trace.model_dump_json(by_alias=True)}}}'
+    )
+
+
 def terminal_stream_json(
     output: TerminalOutputPayload, *, agent_id: str, agent_name: str, agent_type: AgentType, emitted_at: int
 ) -> str:

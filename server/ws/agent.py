@@ -19,7 +19,7 @@ from server.queue import executions
 from server.redis_text import as_text
 from server.services import publish_queues
 from server.ws.connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection, validation_details
-from shared.api import HealthMetrics, Report, TraceEventRecord
+from shared.api import HealthMetrics, Report
 from shared.enums import AckStatus, AgentType, CompletionStatus, EndReason, ErrorCode, ExecutionStatus
 from shared.logs import bind_log_context, log_context
 from shared.protocol import (
@@ -45,10 +45,10 @@ from shared.protocol import (
     TerminalOutput,
     TerminalStreamEncoder,
     TraceEvent,
-    TraceUpdate,
     error,
     now_ms,
     parse_agent_message,
+    trace_update_json,
 )
 
 log = logging.getLogger(__name__)
@@ -194,8 +194,9 @@ class AgentSession:
             if await self.execution_of(trace.command_id) is None:
                 await self.unknown_command(trace.command_id, message.id)
                 return
-            record = TraceEventRecord.model_validate(trace.model_dump() | {"agent_id": self.agent_id})
-            await hub.publish(TraceUpdate(payload=record))
+            # receive() checked that the payload's agentId is this agent's.
+            hub.publisher.publish_json(trace_update_json(trace))
+            await hub.publisher.wait_for_room()
         elif isinstance(message, InvestigationReport):
             investigation = message.payload
             if await self.execution_of(investigation.command_id) is None:

@@ -319,3 +319,32 @@ def test_trace_event_json_equals_the_model_serialisation(
     )  # fmt: skip
     assert data == expected.to_json()
     assert message == expected
+
+
+@pytest.mark.parametrize(
+    "content", [None, "text", {"input": {"cmd": 'ls "a b"', "n": [1, 2.5, None]}, "é": "\U0001f600\x1b[0m"}]
+)
+def test_trace_update_json_equals_the_model_serialisation(content: object) -> None:
+    from shared.api import TraceEventRecord
+    from shared.enums import TraceType
+    from shared.protocol import (
+        TraceEventPayload,
+        TraceUpdate,
+        parse_stream_event,
+        stream_json,
+        trace_update_json,
+    )
+
+    trace = TraceEventPayload(
+        command_id="cmd-1", agent_id="a.1", trace_id="t_1", parent_id="p:1", type=TraceType.TOOL_CALL,
+        name='run "x"', content=content, started_at=5, completed_at=9, duration_ms=4, tokens_used=7,
+        error="boom\n",
+    )  # fmt: skip
+    data = trace_update_json(trace)
+    event = parse_stream_event(data)
+    assert isinstance(event, TraceUpdate)
+    expected = TraceUpdate(
+        id=event.id, timestamp=event.timestamp, payload=TraceEventRecord.model_validate(trace.model_dump())
+    )
+    assert data == stream_json(expected)
+    assert event == expected
