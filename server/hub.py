@@ -104,8 +104,7 @@ def relay_items(response: Any) -> list[tuple[Position, str]]:
     items: list[tuple[Position, str]] = []
     for entry_id, fields in entries:
         text_id = entry_id.decode()
-        ms, _, seq = text_id.partition("-")
-        position = (int(ms), int(seq or 0))
+        position = parse_position(text_id)
         # Fields as Redis sent them: [b"m", data] (a trimmed entry has none).
         if isinstance(fields, dict):
             data = fields.get(b"m")

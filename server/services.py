@@ -241,9 +241,7 @@ async def _constraints(hub: Hub, session: AsyncSession, body: CommandCreate) -> 
         profile = await session.get(ConstraintProfileRow, body.constraint_profile_id)
         if profile is None:
             raise not_found("constraint profile", body.constraint_profile_id)
-        defaults: ExecutionConstraints | None = ExecutionConstraints(
-            time_limit_ms=profile.time_limit_ms, token_budget=profile.token_budget
-        )
+        defaults: ExecutionConstraints | None = _limits(profile)
     else:
         defaults = await _default_constraints(hub, session)
     if defaults is None:
@@ -264,13 +262,13 @@ async def _default_constraints(hub: Hub, session: AsyncSession) -> ExecutionCons
     profile = (
         await session.execute(select(ConstraintProfileRow).where(ConstraintProfileRow.is_default.is_(True)))
     ).scalar_one_or_none()
-    defaults = (
-        ExecutionConstraints(time_limit_ms=profile.time_limit_ms, token_budget=profile.token_budget)
-        if profile is not None
-        else None
-    )
+    defaults = _limits(profile) if profile is not None else None
     hub.default_constraints = (version, defaults)
     return defaults
+
+
+def _limits(profile: ConstraintProfileRow) -> ExecutionConstraints:
+    return ExecutionConstraints(time_limit_ms=profile.time_limit_ms, token_budget=profile.token_budget)
 
 
 async def create_command(hub: Hub, actor: str, body: CommandCreate) -> Command:

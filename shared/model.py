@@ -28,10 +28,11 @@ SBool = Annotated[bool, Strict()]
 SFloat = Annotated[float, Strict()]
 NonNegInt = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]
 
-#: Identifiers: agents, commands, traces, reports. UUIDs in practice, validated as short strings.
-#: What an ``Id`` is: letters, digits and ``_.:-``, 1 to 128 of them (no character JSON escapes).
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-Id = Annotated[str, Strict(), Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+#: Identifiers: agents, commands, traces, reports. UUIDs in practice, validated as short strings:
+#: letters, digits and ``_.:-`` (no character JSON escapes), 1 to 128 of them.
+_ID_CHARS = r"[A-Za-z0-9_.:\-]"
+ID_PATTERN = re.compile(_ID_CHARS + "{1,128}")
+Id = Annotated[str, Strict(), Field(min_length=1, max_length=128, pattern=f"^{_ID_CHARS}+$")]
 #: Milliseconds since the epoch.
 EpochMs = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]
 

@@ -121,7 +121,8 @@ class MessageType(StrEnum):
 def to_id(value: str, fallback: str = "id") -> str:
     """An arbitrary string (a CLI's tool-use id, say) made into a protocol id: letters, digits and
     ``_.:-`` only, at most 128 characters."""
-    cleaned = "".join(c if c.isalnum() or c in "_.:-" else "-" for c in value)[:128]
+    # ASCII only: str.isalnum() takes any script's letters, which Id refuses.
+    cleaned = "".join(c if (c.isascii() and c.isalnum()) or c in "_.:-" else "-" for c in value)[:128]
     return cleaned or fallback
 
 
@@ -703,14 +704,6 @@ def trace_update_json(trace: TraceEventPayload) -> str:
         f'{{"id":"{new_id()}","timestamp":{now_ms()},"type":"TRACE_UPDATE",'
         f'"payload":{trace.model_dump_json(by_alias=True)}}}'
     )
-
-
-def terminal_stream_json(
-    output: TerminalOutputPayload, *, agent_id: str, agent_name: str, agent_type: AgentType, emitted_at: int
-) -> str:
-    """``TerminalStreamEncoder(...).encode(output)`` for a single event."""
-    encoder = TerminalStreamEncoder(agent_id=agent_id, agent_name=agent_name, agent_type=agent_type)
-    return encoder.encode(output, emitted_at=emitted_at)
 
 
 def agent_batch_frame(frames: list[str]) -> str:

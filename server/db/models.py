@@ -27,26 +27,25 @@ def _without_nul(value: str | None) -> str | None:
     return value
 
 
-class CleanText(TypeDecorator[str]):
+class _WithoutNul(TypeDecorator[str]):
     """Text as PostgreSQL can hold it: a NUL character, which its text types refuse (one in an agent's
     output line stopped the store: the batch was retried forever), is stored as U+FFFD. The same on
     every database, so that they read back alike."""
 
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return _without_nul(value)
+
+
+class CleanText(_WithoutNul):
     impl = Text
     cache_ok = True
 
-    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        return _without_nul(value)
 
-
-class CleanString(TypeDecorator[str]):
-    """CleanText's VARCHAR."""
-
+class CleanString(_WithoutNul):
     impl = String
     cache_ok = True
-
-    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        return _without_nul(value)
 
 
 class Base(DeclarativeBase):

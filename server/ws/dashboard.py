@@ -14,7 +14,7 @@ from server import keys, services
 from server.auth.tokens import TokenKind
 from server.errors import ServiceError
 from server.hub import Hub, Position, parse_position
-from server.redis_text import stream_entries
+from server.redis_text import as_text, stream_entries
 from server.ws.connection import Connection, validation_details
 from shared.api import InputAnswer
 from shared.enums import ErrorCode
@@ -91,15 +91,17 @@ async def _replay(hub: Hub, client: DashboardClient, resume_from: str) -> bool:
         entries = stream_entries(await hub.redis.xrange(keys.EVENTS_STREAM, min=cursor, count=1000))
         if not entries:
             break
+        frames = []
         for entry_id, fields in entries:
-            position = parse_position(entry_id)
-            client.last_sent = position
             data = fields.get(b"m") if fields else None
-            if data is None:
-                continue
-            client.conn.send_raw(stream_frame(data, f"{position[0]}-{position[1]}"), batchable=True)
-            sent += 1
+            if data is not None:
+                frames.append(stream_frame(data, as_text(entry_id)))
+        # One queued batch per page, as the relay does.
+        if frames:
+            client.conn.send_batchable(frames)
+        sent += len(frames)
         last = parse_position(entries[-1][0])
+        client.last_sent = last
         cursor = f"({last[0]}-{last[1]}"
     return complete and sent < MAX_REPLAY
 

@@ -44,6 +44,19 @@ __all__ = [
 ]
 
 
+def output_frame(command_id: str, agent_id: str, sequence: int, content: str) -> str:
+    """A TERMINAL_OUTPUT frame (stdout)."""
+    return TerminalOutput(
+        payload=TerminalOutputPayload(
+            command_id=command_id,
+            agent_id=agent_id,
+            stream_type=StreamType.STDOUT,
+            content=content,
+            sequence=sequence,
+        )
+    ).to_json()
+
+
 def figure(name: str, value: Any, unit: str = "") -> None:
     """One measured figure per line, ``name: value [unit]`` (shown with ``-s``, or ``-rA`` in CI)."""
     print(f"{name}: {value}{f' {unit}' if unit else ''}", flush=True)
@@ -115,17 +128,7 @@ async def run_one_command(hub: HubProcess, name: str, lines: int = 20) -> dict[s
     try:
         command_id = await take_command(hub, ws, agent_id)
         for sequence in range(lines):
-            await ws.send(
-                TerminalOutput(
-                    payload=TerminalOutputPayload(
-                        command_id=command_id,
-                        agent_id=agent_id,
-                        stream_type=StreamType.STDOUT,
-                        content=f"seed line {sequence}\n",
-                        sequence=sequence,
-                    )
-                ).to_json()
-            )
+            await ws.send(output_frame(command_id, agent_id, sequence, f"seed line {sequence}\n"))
         await ws.send(
             TraceEvent(
                 payload=TraceEventPayload(

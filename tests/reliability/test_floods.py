@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from benchmarks.idle_connections import hold_idle, raise_open_files
 from shared.api import HealthMetrics
-from shared.enums import AgentType, StreamType
+from shared.enums import AgentType
 from shared.protocol import (
     MAX_AGENT_MESSAGE_BYTES,
     MAX_DASHBOARD_MESSAGE_BYTES,
@@ -32,8 +32,6 @@ from shared.protocol import (
     AgentHeartbeatPayload,
     DashboardConnect,
     Ping,
-    TerminalOutput,
-    TerminalOutputPayload,
 )
 from tests.harness import HubProcess, timeout
 from tests.reliability.helpers import (
@@ -44,6 +42,7 @@ from tests.reliability.helpers import (
     next_of_type,
     open_agent,
     open_dashboard,
+    output_frame,
 )
 
 pytestmark = pytest.mark.reliability
@@ -102,17 +101,7 @@ class Prober:
             while time.monotonic() < end:
                 n += 1
                 started = time.monotonic()
-                await self.ws.send(
-                    TerminalOutput(
-                        payload=TerminalOutputPayload(
-                            command_id=f"probe-{n}",
-                            agent_id=self.agent_id,
-                            stream_type=StreamType.STDOUT,
-                            content="p",
-                            sequence=0,
-                        )
-                    ).to_json()
-                )
+                await self.ws.send(output_frame(f"probe-{n}", self.agent_id, 0, "p"))
                 while True:
                     reply = json.loads(await asyncio.wait_for(self.ws.recv(), timeout(10)))
                     details = reply.get("payload", {}).get("details")

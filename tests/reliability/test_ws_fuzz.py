@@ -99,6 +99,7 @@ from tests.reliability.helpers import (
     next_of_type,
     open_agent,
     open_dashboard,
+    output_frame,
     take_command,
 )
 from tui.client.stream import CONNECT_OPTIONS
@@ -433,15 +434,7 @@ class Fuzzer:
 
 def _agent_probe(agent_id: str) -> Callable[[int], str]:
     def probe(n: int) -> str:
-        return TerminalOutput(
-            payload=TerminalOutputPayload(
-                command_id=f"probe-{n}",
-                agent_id=agent_id,
-                stream_type=StreamType.STDOUT,
-                content="p",
-                sequence=0,
-            )
-        ).to_json()
+        return output_frame(f"probe-{n}", agent_id, 0, "p")
 
     return probe
 
@@ -767,17 +760,7 @@ async def test_nul_characters_are_stored_on_postgresql(postgres_database: str, t
         command_id = await take_command(hub, ws, agent_id)
         contents = ["before\n", "a\x00b\n", "after\n"]
         for sequence, content in enumerate(contents):
-            await ws.send(
-                TerminalOutput(
-                    payload=TerminalOutputPayload(
-                        command_id=command_id,
-                        agent_id=agent_id,
-                        stream_type=StreamType.STDOUT,
-                        content=content,
-                        sequence=sequence,
-                    )
-                ).to_json()
-            )
+            await ws.send(output_frame(command_id, agent_id, sequence, content))
         await ws.send(
             TraceEvent(
                 payload=TraceEventPayload(

@@ -220,16 +220,15 @@ def test_stream_frame_adds_the_position_to_the_stored_event() -> None:
     ],
 )
 @pytest.mark.parametrize("ansi", [False, True])
-def test_terminal_stream_json_equals_the_model_serialisation(content: str, ansi: bool) -> None:
-    from shared.protocol import parse_stream_event, stream_json, terminal_stream_json
+def test_terminal_stream_encoder_equals_the_model_serialisation(content: str, ansi: bool) -> None:
+    from shared.protocol import TerminalStreamEncoder, parse_stream_event, stream_json
 
     output = TerminalOutputPayload(
         command_id="cmd-1", agent_id="a.1", stream_type=StreamType.STDERR, content=content,
         ansi_codes=ansi, sequence=42,
     )  # fmt: skip
-    data = terminal_stream_json(
-        output, agent_id="a.1", agent_name='n "é"', agent_type=AgentType.CODEX, emitted_at=7
-    )
+    encoder = TerminalStreamEncoder(agent_id="a.1", agent_name='n "é"', agent_type=AgentType.CODEX)
+    data = encoder.encode(output, emitted_at=7)
     event = parse_stream_event(data)
     assert isinstance(event, TerminalStream)
     expected = TerminalStream(
@@ -242,6 +241,15 @@ def test_terminal_stream_json_equals_the_model_serialisation(content: str, ansi:
     )  # fmt: skip
     assert data == stream_json(expected)
     assert event == expected
+
+
+def test_to_id_keeps_only_what_an_id_may_hold() -> None:
+    from shared.protocol import to_id
+
+    assert to_id("toolu_01:a.b-c") == "toolu_01:a.b-c"
+    assert to_id("résumé 🙂/x") == "r-sum----x"
+    assert to_id("") == "id"
+    assert len(to_id("x" * 300)) == 128
 
 
 def test_new_id_is_a_version_4_uuid() -> None:

@@ -64,3 +64,26 @@ async def test_scrolling_up_holds_the_view_until_the_end_is_reached_again() -> N
         assert log.pinned
         await feed(pilot, log, 110, 10)
         assert log.scroll_y == log.max_scroll_y
+
+
+async def test_a_pane_under_heavy_flow_redraws_at_a_third_of_the_rate() -> None:
+    from tui.widgets.output_log import HEAVY_FLUSH_EVERY, HEAVY_LINES
+
+    app = LogApp()
+    async with app.run_test(size=(60, 30)) as pilot:
+        log = app.query_one(OutputLog)
+        await pilot.pause()
+        log._ticks = 0  # the pane's own timer may have ticked already
+        # A trickle is taken in at every tick.
+        log.add(entries(0, 3))
+        log._tick()
+        assert not log.has_pending and len(log.rows) == 3
+        # A flood waits for every HEAVY_FLUSH_EVERY-th tick.
+        log._ticks = 0
+        log.add(entries(3, HEAVY_LINES))
+        taken = []
+        for _ in range(HEAVY_FLUSH_EVERY):
+            log._tick()
+            taken.append(not log.has_pending)
+        assert taken == [False] * (HEAVY_FLUSH_EVERY - 1) + [True]
+        assert len(log.rows) == 3 + HEAVY_LINES
