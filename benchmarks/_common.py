@@ -723,6 +723,15 @@ def pace(start: float, index: int, interval: float) -> float:
     return max(0.0, start + index * interval - time.monotonic())
 
 
+async def hold_receiver(receivers: set[Any], ws: Any) -> None:
+    """For a bare relay: ``ws`` receives what is relayed until it closes."""
+    receivers.add(ws)
+    try:
+        await ws.wait_closed()
+    finally:
+        receivers.discard(ws)
+
+
 def run_async(main: Callable[[], Any]) -> Any:
     use_uvloop()
     return asyncio.run(main())

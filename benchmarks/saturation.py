@@ -34,6 +34,7 @@ from benchmarks._common import (
     SimAgent,
     agent_tokens,
     connect_agents,
+    hold_receiver,
     hub_processes,
     lines_between,
     metric,
@@ -160,11 +161,7 @@ def _relay_entry(conn: Any) -> None:
         async def handler(ws: ServerConnection) -> None:
             assert ws.request is not None
             if ws.request.path == "/recv":
-                receivers.add(ws)
-                try:
-                    await ws.wait_closed()
-                finally:
-                    receivers.discard(ws)
+                await hold_receiver(receivers, ws)
                 return
             with contextlib.suppress(websockets.ConnectionClosed):
                 async for message in ws:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, cast
 
 import redis
@@ -22,10 +23,18 @@ from pydantic import ValidationError
 from sqlalchemy import Table, bindparam, case, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from server import keys
-from server.db.models import AgentRow, AuditLogRow, ExecutionRow, OutputLineRow, ReportRow, TraceRow
+from server.db.models import (
+    AgentRow,
+    AuditLogRow,
+    ExecutionRow,
+    OutputLineRow,
+    ReportRow,
+    TraceRow,
+    without_nul,
+)
 from server.redis_text import read_entries
 from shared.protocol import (
     AgentStatusMessage,
@@ -75,14 +84,45 @@ _UPDATE_AGENT = (
         }
     )
 )
+_OUTPUT_COLUMNS = ("command_id", "agent_id", "sequence", "stream_type", "content", "ansi_codes", "emitted_at")
 _INSERT_OUTPUT = {
     "postgresql": postgresql.insert(_OUTPUT).on_conflict_do_nothing(),
     "sqlite": sqlite.insert(_OUTPUT).on_conflict_do_nothing(),
 }
+#: The n-th (from 1) placeholder in the driver's own parameter style, for the output insert run as
+#: driver SQL.
+_PLACEHOLDERS: dict[str, Callable[[int], str]] = {
+    "qmark": lambda n: "?",
+    "numeric": lambda n: f":{n}",
+    "numeric_dollar": lambda n: f"${n}",
+    "format": lambda n: "%s",
+}
 
 
-def _insert_output(dialect: str) -> Any:
-    return _INSERT_OUTPUT["postgresql" if dialect == "postgresql" else "sqlite"]
+def _output_sql(paramstyle: str) -> str | None:
+    """The output insert as driver SQL (both databases have ``ON CONFLICT DO NOTHING``); None for a
+    parameter style taking names, which goes through the SQLAlchemy statement instead."""
+    placeholder = _PLACEHOLDERS.get(paramstyle)
+    if placeholder is None:
+        return None
+    values = ", ".join(placeholder(n) for n in range(1, len(_OUTPUT_COLUMNS) + 1))
+    columns = ", ".join(_OUTPUT_COLUMNS)
+    return f"INSERT INTO {_OUTPUT.name} ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING"
+
+
+async def _insert_lines(conn: AsyncConnection, lines: list[tuple[Any, ...]]) -> None:
+    """One driver call for a batch of output lines. As driver SQL, a line costs about 11 µs of the
+    hub's CPU against 26 µs through the compiled statement, whose per-row parameter processing ran on
+    the event loop, 500 rows at a time, stalling every socket. The values come validated from the
+    event; only a NUL in the text needs the replacement ``CleanText`` makes."""
+    sql = _output_sql(conn.dialect.paramstyle)
+    if sql is None:
+        dialect = "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
+        await conn.execute(
+            _INSERT_OUTPUT[dialect], [dict(zip(_OUTPUT_COLUMNS, line, strict=True)) for line in lines]
+        )
+    else:
+        await conn.exec_driver_sql(sql, lines)
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
@@ -232,31 +272,30 @@ class Store:
 
 
 async def apply(session: AsyncSession, events: list[StreamEvent]) -> None:
-    lines: list[dict[str, Any]] = []
+    lines: list[tuple[Any, ...]] = []
     max_seq: dict[tuple[str, str], int] = defaultdict(lambda: -1)
     for event in events:
         if isinstance(event, TerminalStream):
             p = event.payload
+            # In _OUTPUT_COLUMNS order.
             lines.append(
-                {
-                    "command_id": p.command_id,
-                    "agent_id": p.agent_id,
-                    "sequence": p.sequence,
-                    "stream_type": p.stream_type.value,
-                    "content": p.content,
-                    "ansi_codes": p.ansi_codes,
-                    "emitted_at": p.emitted_at,
-                }
+                (
+                    p.command_id,
+                    p.agent_id,
+                    p.sequence,
+                    p.stream_type.value,
+                    without_nul(p.content),
+                    p.ansi_codes,
+                    p.emitted_at,
+                )
             )
             key = (p.command_id, p.agent_id)
             max_seq[key] = max(max_seq[key], p.sequence)
     if lines:
-        # Core statements on the tables (not the ORM entities, whose bulk paths cost more), each
-        # built once, executed once with many parameter sets: one driver call per batch for the
-        # lines, one for the line counts of all the executions in it (a statement per execution
-        # cost a round trip to the database thread each, 1-2 ms).
+        # One driver call per batch for the lines, one for the line counts of all the executions in
+        # it (a statement per execution cost a round trip to the database thread each, 1-2 ms).
         conn = await session.connection()
-        await conn.execute(_insert_output(conn.dialect.name), lines)
+        await _insert_lines(conn, lines)
         await conn.execute(
             _BUMP_OUTPUT_LINES,
             [{"b_command": c, "b_agent": a, "b_lines": seq + 1} for (c, a), seq in max_seq.items()],

@@ -21,7 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 
-def _without_nul(value: str | None) -> str | None:
+def without_nul(value: str | None) -> str | None:
     if value is not None and "\x00" in value:
         return value.replace("\x00", "\ufffd")
     return value
@@ -35,7 +35,7 @@ class _WithoutNul(TypeDecorator[str]):
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        return _without_nul(value)
+        return without_nul(value)
 
 
 class CleanText(_WithoutNul):
