@@ -115,6 +115,10 @@ class CommandHistory:
         return self.items[self.index] if self.index < len(self.items) else ""
 
 
+#: Cells for "→ <target>" (a longer name ends in an ellipsis).
+TARGET_LABEL_WIDTH = 20
+
+
 class CommandBar(Vertical):
     DEFAULT_CSS = """
     CommandBar {
@@ -123,7 +127,7 @@ class CommandBar(Vertical):
         padding: 0 1;
         & Horizontal { height: 1; }
         & #target {
-            width: auto; min-width: 12; max-width: 30; padding-right: 1; color: $accent; text-style: bold;
+            padding-right: 1; color: $accent; text-style: bold; text-wrap: nowrap; text-overflow: ellipsis;
         }
         & #verb { width: 16; }
         & #text { width: 1fr; }
@@ -176,7 +180,10 @@ class CommandBar(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal():
-            yield Label("→ -", id="target")
+            target = Label("→ -", id="target")
+            # A fixed width, set here beside the code that relies on it (set_target_label).
+            target.styles.width = TARGET_LABEL_WIDTH
+            yield target
             yield Select(
                 [(t.value.capitalize(), t) for t in CommandType],
                 value=CommandType.NATURAL,
@@ -212,7 +219,12 @@ class CommandBar(Vertical):
         self.text_input.focus()
 
     def set_target_label(self, label: str) -> None:
-        self.query_one("#target", Label).update(f"→ {label}")
+        target = self.query_one("#target", Label)
+        text = f"→ {label}"
+        if str(target.content) != text:
+            # No layout: the label's width is fixed, and a re-layout of the whole screen on every
+            # cursor move in the agents table cost 30-100 ms while output streamed.
+            target.update(text, layout=False)
 
     def set_profiles(self, profiles: list[ConstraintProfile]) -> None:
         self.profiles = profiles
