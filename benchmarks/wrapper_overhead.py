@@ -52,6 +52,25 @@ def bare_run(kind: str, lines: int, workdir: Path) -> float:
     return elapsed
 
 
+#: What a wrapper cannot do without: the interpreter with asyncio, pydantic (its models), the
+#: websockets client and psutil (health), imported and nothing else.
+STACK_FLOOR = """
+import asyncio, pydantic, psutil
+import websockets.asyncio.client
+class Model(pydantic.BaseModel):
+    x: int
+Model(x=1)
+print(psutil.Process().memory_info().rss)
+"""
+
+
+def stack_floor_rss() -> float:
+    """RSS (MB) of a fresh interpreter holding only the wrapper's required stack: the floor under the
+    idle wrapper's own figure on this machine."""
+    done = subprocess.run([sys.executable, "-c", STACK_FLOOR], capture_output=True, text=True, check=True)
+    return int(done.stdout.strip()) / 2**20
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -70,12 +89,15 @@ def main() -> None:
             wrapper = psutil.Process(agent.process.pid)
             time.sleep(3)  # settle: imports done, first heartbeat sent
             idle_rss = wrapper.memory_info().rss / 2**20
-            bare = min(bare_run(args.kind, args.lines, workdir) for _ in range(args.runs))
+            # Bare and wrapped runs alternate, so that the machine's drift (large on 2 shared cores)
+            # falls on both alike.
+            bares: list[float] = []
             wrapped: list[float] = []
             through: list[float] = []
             cpu_per_k: list[float] = []
             with hub.client() as client:
                 for _ in range(args.runs):
+                    bares.append(bare_run(args.kind, args.lines, workdir))
                     cpu_before = sum(wrapper.cpu_times()[:2])
                     started = time.perf_counter()
                     response = client.post(
@@ -103,7 +125,12 @@ def main() -> None:
                     note(f"run: {total:.2f}s end to end, wrapper cpu {cpu:.2f}s")
             # The CLI's run time inside the wrapper, as the wrapper measured it (process start to exit).
             inside = [int(m) for m in re.findall(r"completed in (\d+) ms", agent.log_path.read_text())]
+            bare = min(bares)
             ratio = (min(inside) / 1000) / bare if inside else float("nan")
+            note(
+                "bare runs (ms): " + ", ".join(f"{b * 1000:.0f}" for b in bares)
+                + "; wrapped (ms): " + ", ".join(str(i) for i in inside)
+            )  # fmt: skip
             metric(f"wrapper_{args.kind}_bare_run", bare * 1000, "ms")
             metric(f"wrapper_{args.kind}_wrapped_run", min(inside) if inside else float("nan"), "ms")
             metric(f"wrapper_{args.kind}_dispatch_to_completion_at_hub", min(wrapped), "ms")
@@ -111,6 +138,14 @@ def main() -> None:
             metric(f"wrapper_{args.kind}_lines_per_s_stored", max(through), "lines/s")
             metric(f"wrapper_{args.kind}_cpu_per_1000_lines", min(cpu_per_k), "ms")
             metric(f"wrapper_{args.kind}_idle_rss", idle_rss, "MB", "<= 30")
+            floor = stack_floor_rss()
+            metric(
+                "stack_floor_rss",
+                floor,
+                "MB",
+                "- (python + asyncio + pydantic + websockets + psutil, imported and nothing else)",
+            )
+            metric(f"wrapper_{args.kind}_idle_rss_over_floor", idle_rss - floor, "MB", "-")
         finally:
             agent.stop()
     note(f"python {sys.version.split()[0]}")
