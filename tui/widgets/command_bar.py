@@ -228,10 +228,12 @@ class CommandBar(Vertical):
 
     def set_profiles(self, profiles: list[ConstraintProfile]) -> None:
         self.profiles = profiles
-        select = self.query_one("#profile", Select)
         try:
+            select = self.query_one("#profile", Select)
             select.set_options([(p.name, p.id) for p in profiles])
-        except NoMatches:  # the select's option list mounts a moment after the select itself
+        except NoMatches:
+            # Called as the bar mounts, its children (and the select's option list, a moment after
+            # the select) may not be there yet.
             self.call_after_refresh(self.set_profiles, profiles)
             return
         default = next((p for p in profiles if p.is_default), None)
