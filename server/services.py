@@ -70,14 +70,26 @@ async def command_record(hub: Hub, session: AsyncSession, row: CommandRow) -> Co
             await session.execute(select(AgentRow).where(AgentRow.id.in_([r.agent_id for r in rows])))
         ).scalars()
     }
+    return await _assemble(hub, row, rows, names)
+
+
+async def _assemble(
+    hub: Hub,
+    row: CommandRow,
+    rows: list[ExecutionRow],
+    names: dict[str, str],
+    queues: dict[str, AgentQueue] | None = None,
+) -> Command:
+    """The command as the API shows it, from its rows, its agents' names, their queues (read here
+    unless given) and what Redis knows that the store has not written yet."""
     positions: dict[str, int | None] = {}
-    live_status: dict[str, ExecutionStatus] = {}
     open_rows = [r for r in rows if not ExecutionStatus(r.status).terminal]
     for agent_id in {r.agent_id for r in open_rows}:
-        snapshot = await asyncio.to_thread(executions.snapshot, hub.redis_sync, agent_id)
+        snapshot = (queues or {}).get(agent_id)
+        if snapshot is None:
+            snapshot = await asyncio.to_thread(executions.snapshot, hub.redis_sync, agent_id)
         for item in snapshot.items:
             positions[item.execution_id] = item.position
-            live_status[item.execution_id] = item.status
     if open_rows:
         # The store writes statuses a moment after they happen; Redis has them first.
         pipe = hub.redis.pipeline(transaction=False)
@@ -301,9 +313,10 @@ async def create_command(hub: Hub, actor: str, body: CommandCreate) -> Command:
         session.add(row)
         single = len(targets) == 1
         specs = []
+        execution_rows = []
         for target in targets:
             execution_id = executions.execution_id_for(command_id, target.id, single)
-            session.add(
+            execution_rows.append(
                 ExecutionRow(
                     id=execution_id,
                     command_id=command_id,
@@ -313,6 +326,7 @@ async def create_command(hub: Hub, actor: str, body: CommandCreate) -> Command:
                     created_at=created,
                 )
             )
+            session.add(execution_rows[-1])
             specs.append(
                 ExecutionSpec(
                     id=execution_id,
@@ -337,7 +351,7 @@ async def create_command(hub: Hub, actor: str, body: CommandCreate) -> Command:
                 )
             )
         )
-    await publish_queues(hub, {s.agent_id for s in specs})
+    queues = await publish_queues(hub, {s.agent_id for s in specs})
     await hub.audit(
         actor,
         "command.created",
@@ -348,14 +362,20 @@ async def create_command(hub: Hub, actor: str, body: CommandCreate) -> Command:
         priority=body.priority,
         content=body.content[:500],
     )
-    return await get_command(hub, command_id)
+    # From the rows in hand (they outlive the session) and the queues just read, not read back from
+    # the database: the job is dispatching meanwhile, on this hub's event loop too.
+    names = {t.id: t.name for t in targets}
+    return await _assemble(hub, row, sorted(execution_rows, key=lambda r: r.id), names, queues)
 
 
-async def publish_queues(hub: Hub, agent_ids: set[str]) -> None:
+async def publish_queues(hub: Hub, agent_ids: set[str]) -> dict[str, AgentQueue]:
+    """Announce the agents' queues and records; returns the queues."""
+    queues: dict[str, AgentQueue] = {}
     for agent_id in sorted(agent_ids):
-        snapshot = await asyncio.to_thread(executions.snapshot, hub.redis_sync, agent_id)
+        snapshot = queues[agent_id] = await asyncio.to_thread(executions.snapshot, hub.redis_sync, agent_id)
         await hub.publish(QueueUpdate(payload=snapshot))
         await hub.publish_agent(agent_id)
+    return queues
 
 
 # ---- cancelling -------------------------------------------------------------------------------------
