@@ -89,19 +89,14 @@ _INSERT_OUTPUT = {
     "postgresql": postgresql.insert(_OUTPUT).on_conflict_do_nothing(),
     "sqlite": sqlite.insert(_OUTPUT).on_conflict_do_nothing(),
 }
-#: The n-th (from 1) placeholder in the driver's own parameter style, for the output insert run as
-#: driver SQL.
-_PLACEHOLDERS: dict[str, Callable[[int], str]] = {
-    "qmark": lambda n: "?",
-    "numeric": lambda n: f":{n}",
-    "numeric_dollar": lambda n: f"${n}",
-    "format": lambda n: "%s",
-}
+#: The n-th (from 1) placeholder of the drivers the hub ships with (aiosqlite, asyncpg), for the
+#: output insert run as driver SQL.
+_PLACEHOLDERS: dict[str, Callable[[int], str]] = {"qmark": lambda n: "?", "numeric_dollar": lambda n: f"${n}"}
 
 
 def _output_sql(paramstyle: str) -> str | None:
-    """The output insert as driver SQL (both databases have ``ON CONFLICT DO NOTHING``); None for a
-    parameter style taking names, which goes through the SQLAlchemy statement instead."""
+    """The output insert as driver SQL (both databases have ``ON CONFLICT DO NOTHING``); None for
+    another driver's parameter style, which goes through the SQLAlchemy statement instead."""
     placeholder = _PLACEHOLDERS.get(paramstyle)
     if placeholder is None:
         return None

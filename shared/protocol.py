@@ -676,8 +676,8 @@ def trace_event_json(
     """``TraceEvent(payload=TraceEventPayload(...)).to_json()``, byte for byte (tests/shared check
     the equality), for the wrapper's hottest path: building and validating the two models cost
     ~35 µs a trace event, a model turn each, more than the CLI took to print it. The caller gives
-    valid values (the executor: ids through ``to_id``, the name cut to 500 characters, content
-    through ``bounded_json``); counts are clamped here, text goes through pydantic's JSON encoder,
+    valid ids (the executor: through ``to_id``) and content (through ``bounded_json``); the name is
+    cut to 500 characters and counts are clamped here, text goes through pydantic's JSON encoder,
     and the hub validates the message on arrival."""
 
     def count(value: int | None) -> str:
