@@ -43,8 +43,15 @@ EpochMs = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]
 MAX_FREE_JSON_DEPTH = 64
 
 
+#: Types that hold nothing and are finite whatever their value (not float).
+_FLAT = frozenset({str, int, bool, type(None)})
+
+
 def _plain_json(value: Any) -> Any:
     """Free-form JSON as every reader takes it: at most MAX_FREE_JSON_DEPTH deep, finite numbers."""
+    kind = type(value)
+    if kind in _FLAT or (kind is dict and all(type(v) in _FLAT for v in value.values())):
+        return value  # a scalar or a flat object (most trace content): nothing to walk
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()

@@ -48,6 +48,7 @@ from shared.enums import (
     TraceType,
 )
 from shared.model import (
+    ID_PATTERN,
     MAX_INT,
     EpochMs,
     FreeJson,
@@ -121,6 +122,8 @@ class MessageType(StrEnum):
 def to_id(value: str, fallback: str = "id") -> str:
     """An arbitrary string (a CLI's tool-use id, say) made into a protocol id: letters, digits and
     ``_.:-`` only, at most 128 characters."""
+    if ID_PATTERN.fullmatch(value):
+        return value  # the common case, a CLI's own ids: one regex match, not a loop over characters
     # ASCII only: str.isalnum() takes any script's letters, which Id refuses.
     cleaned = "".join(c if (c.isascii() and c.isalnum()) or c in "_.:-" else "-" for c in value)[:128]
     return cleaned or fallback

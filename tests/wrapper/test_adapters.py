@@ -172,6 +172,20 @@ def test_claude_mapping_trace_tree_tokens_and_session() -> None:
     assert recorder.turns_finished == 1
 
 
+def test_json_lines_events_escapes_and_plain_text() -> None:
+    """Each line is an event, whichever parser takes it: one with a lone surrogate escape (which
+    pydantic's parser refuses and json's takes) too; a line that is not JSON is output."""
+    recorder = Recorder()
+    parser = ClaudeAdapter().parser(recorder)
+    parser.feed(
+        '{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"a \\ud800 b"}]}}\n'
+    )
+    parser.feed("Loading plugins...\n")
+    parser.feed("\n")
+    assert [t["id"] for t in recorder.traces] == ["m1"]
+    assert recorder.out == [(StreamType.STDOUT, "a \ud800 b\n"), (StreamType.STDOUT, "Loading plugins...\n")]
+
+
 def test_claude_invocation_and_control_lines() -> None:
     adapter = ClaudeAdapter(["--model", "sonnet"])
     first = adapter.invocation("hello", None)

@@ -35,14 +35,18 @@ _ERROR_SUBTYPES = {
 }
 
 
+_USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens")
+
+
 def _usage_total(usage: dict[str, Any] | None) -> int:
     if not isinstance(usage, dict):
         return 0
-    return sum(
-        int(usage.get(k) or 0)
-        for k in ("input_tokens", "output_tokens", "cache_creation_input_tokens")
-        if isinstance(usage.get(k), int | float)
-    )
+    total = 0
+    for key in _USAGE_KEYS:  # a loop, not a generator: once per model turn
+        value = usage.get(key)
+        if isinstance(value, int | float):
+            total += int(value)
+    return total
 
 
 def _preview(value: Any, limit: int = 120) -> str:
