@@ -91,11 +91,11 @@ class HubMetrics:
             "onsembl_hub_up", "1 while this hub serves (0 between start and ready).", registry=r
         )
 
-    def agent_message(self, message_type: str) -> None:
+    def agent_message(self, message_type: str, count: int = 1) -> None:
         child = self._by_type.get(message_type)
         if child is None:
             child = self._by_type[message_type] = self.agent_messages.labels(message_type)
-        child.inc()
+        child.inc(count)
 
     def attach(self, hub: Hub) -> None:
         self.registry.register(_HubCollector(hub))

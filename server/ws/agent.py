@@ -5,6 +5,7 @@ Redis pub/sub to whichever hub holds the agent's socket."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 
 from fastapi import APIRouter, WebSocket
@@ -126,9 +127,12 @@ class AgentSession:
             )
         )
 
-    async def receive(self, message: AgentToHub | AgentReport) -> None:
-        """Check that the message speaks for this agent, then handle it; say so when it fails."""
-        self.hub.metrics.agent_message(message.type)
+    async def receive(self, message: AgentToHub | AgentReport, *, counted: bool = False) -> None:
+        """Check that the message speaks for this agent, then handle it; say so when it fails.
+        ``counted``: the caller has counted it in the hub's metrics (a batch counts its messages once
+        per type)."""
+        if not counted:
+            self.hub.metrics.agent_message(message.type)
         payload_agent = getattr(message.payload, "agent_id", self.agent_id)
         if payload_agent != self.agent_id:
             self.conn.send(
@@ -137,15 +141,17 @@ class AgentSession:
             return
         try:
             command_id = getattr(message.payload, "command_id", None)
-            # Output, the bulk of all messages, is handled without a log context: its path logs
-            # nothing (an exception below still names the message type).
-            if command_id is None or isinstance(message, TerminalOutput):
+            # Output and traces, the bulk of all messages, are handled without a log context: their
+            # path logs nothing (an exception below still names the message type and command).
+            if command_id is None or isinstance(message, TerminalOutput | TraceEvent):
                 await self.handle(message)
             else:
                 with log_context(command_id=command_id):
                     await self.handle(message)
         except Exception:
-            log.exception("agent %s: failed to handle %s", self.row.name, message.type)
+            log.exception(
+                "agent %s: failed to handle %s (command %s)", self.row.name, message.type, command_id or "-"
+            )
             self.conn.send(
                 error(
                     ErrorCode.INTERNAL_ERROR,
@@ -460,9 +466,16 @@ async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
                     )
                 )
                 continue
-            # A batch is handled message by message, in order, as if each had come alone.
-            for item in message.payload.messages if isinstance(message, AgentBatch) else [message]:
-                await session.receive(item)
+            if isinstance(message, AgentBatch):
+                # Handled message by message, in order, as if each had come alone; counted once per
+                # type (a metric update per message was 2 % of the hub while a CLI streamed).
+                items = message.payload.messages
+                for kind, count in collections.Counter(item.type for item in items).items():
+                    hub.metrics.agent_message(kind, count)
+                for item in items:
+                    await session.receive(item, counted=True)
+            else:
+                await session.receive(message)
     finally:
         await conn.finish()
         if session is not None and await hub.detach_agent(session.agent_id, session):
