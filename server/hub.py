@@ -126,6 +126,9 @@ class StreamClient(Protocol):
 
 
 class AgentSink(Protocol):
+    #: The agent's record, read when it connected (agents are never renamed; what changes is in Redis).
+    row: AgentRow
+
     def forward(self, raw: str) -> None: ...
 
     async def close_stale(self) -> None: ...
@@ -282,6 +285,10 @@ class Hub:
 
     async def publish_agent(self, agent_id: str, row: AgentRow | None = None) -> None:
         """Announce the agent's current state. Give the row when at hand: it saves a database read."""
+        if row is None and (sink := self.agent_sockets.get(agent_id)) is not None:
+            # Connected here: its session holds the record. This runs on every queue change, also
+            # while a new command's job dispatches on this hub's loop.
+            row = sink.row
         agent = (await self.agents.describe([row]))[0] if row is not None else await self.agents.get(agent_id)
         if agent is not None:
             await self.publish(AgentStatusMessage(payload=agent))

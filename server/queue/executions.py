@@ -129,7 +129,7 @@ def create(conn: redis.Redis, specs: Iterable[ExecutionSpec]) -> None:
 def enqueue(conn: redis.Redis, spec: ExecutionSpec) -> None:
     from server.queue.jobs import on_execution_failure, run_execution
 
-    queue(conn).enqueue(
+    job = queue(conn).enqueue(
         run_execution,
         spec.id,
         job_id=spec.id,
@@ -140,8 +140,12 @@ def enqueue(conn: redis.Redis, spec: ExecutionSpec) -> None:
         rate_limit=RateLimit(key=keys.rate_limit_key(spec.agent_id), concurrency=1),
         on_failure=Callback(on_execution_failure),
     )
-    registry = RateLimitRegistry(keys.rate_limit_key(spec.agent_id), connection=conn)
-    conn.zadd(registry.rate_limited_key, {spec.id: spec.score}, xx=True)
+    if job.get_status(refresh=False) == JobStatus.RATE_LIMITED:
+        # Waiting behind the agent's running job: RQ admits waiting jobs by score, oldest first; the
+        # score becomes the queue order (priority first). A job admitted at once (an idle agent) has
+        # left the set: no round trip for it on the way to dispatch.
+        registry = RateLimitRegistry(keys.rate_limit_key(spec.agent_id), connection=conn)
+        conn.zadd(registry.rate_limited_key, {spec.id: spec.score}, xx=True)
 
 
 def park(conn: redis.Redis, spec: ExecutionSpec) -> None:
