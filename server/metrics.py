@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,14 +39,12 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 class HubMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._by_type: dict[str, Counter] = {}
         r = self.registry
-        self.output_lines = Counter(
-            "onsembl_output_lines", "Lines of agent output taken in by this hub.", registry=r
-        )
-        self.agent_messages = Counter(
-            "onsembl_agent_messages", "Messages received from agents, by type.", ["type"], registry=r
-        )
+        # Counted for every agent message as plain integers, exposed as counters when scraped
+        # (_HubCollector): a prometheus Counter takes a lock per increment, which was 9 % of the
+        # agent sockets' handling at 5,000 lines/s.
+        self.output_lines = 0
+        self.agent_messages: dict[str, int] = defaultdict(int)
         self.errors_sent = Counter(
             "onsembl_errors_sent",
             "ERROR messages sent, by socket kind and code (INVALID_MESSAGE, RATE_LIMIT, ...).",
@@ -92,10 +91,7 @@ class HubMetrics:
         )
 
     def agent_message(self, message_type: str, count: int = 1) -> None:
-        child = self._by_type.get(message_type)
-        if child is None:
-            child = self._by_type[message_type] = self.agent_messages.labels(message_type)
-        child.inc(count)
+        self.agent_messages[message_type] += count
 
     def attach(self, hub: Hub) -> None:
         self.registry.register(_HubCollector(hub))
@@ -113,6 +109,17 @@ class _HubCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         hub = self.hub
+        yield CounterMetricFamily(
+            "onsembl_output_lines",
+            "Lines of agent output taken in by this hub.",
+            value=hub.metrics.output_lines,
+        )
+        by_type = CounterMetricFamily(
+            "onsembl_agent_messages", "Messages received from agents, by type.", labels=["type"]
+        )
+        for message_type, count in sorted(hub.metrics.agent_messages.items()):
+            by_type.add_metric([message_type], count)
+        yield by_type
         yield GaugeMetricFamily(
             "onsembl_agents_connected", "Agent sockets held by this hub.", value=len(hub.agent_sockets)
         )

@@ -176,7 +176,7 @@ class AgentSession:
                 sequence=output.sequence,
             )
             content = output.content
-            hub.metrics.output_lines.inc(content.count("\n") + (not content.endswith("\n")))
+            hub.metrics.output_lines += content.count("\n") + (not content.endswith("\n"))
             await hub.publisher.wait_for_room()
         elif isinstance(message, AgentHeartbeat):
             health = message.payload.health_metrics
