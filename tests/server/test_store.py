@@ -4,9 +4,11 @@ the shipped drivers get and through the SQLAlchemy statement any other driver ge
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import store
 from server.db.models import CommandRow, ExecutionRow, OutputLineRow, TraceRow
@@ -33,6 +35,13 @@ def line(sequence: int, content: str) -> TerminalStream:
     )
 
 
+async def read_rows(sessions: async_sessionmaker[AsyncSession], *columns: Any) -> list[tuple[Any, ...]]:
+    """The columns of every row, ordered by the first."""
+    async with sessions() as session:
+        rows = (await session.execute(select(*columns).order_by(columns[0]))).all()
+    return [tuple(r) for r in rows]
+
+
 async def write_and_read(url: str) -> tuple[list[tuple[object, ...]], int]:
     await upgrade_async(url)
     engine = make_engine(url)
@@ -51,20 +60,17 @@ async def write_and_read(url: str) -> tuple[list[tuple[object, ...]], int]:
         # Written again (a batch retried after a crash), with one new line: nothing twice.
         async with sessions() as session, session.begin():
             await store.apply(session, [*first, line(3, "three\n")])
+        rows = await read_rows(
+            sessions,
+            OutputLineRow.sequence,
+            OutputLineRow.stream_type,
+            OutputLineRow.content,
+            OutputLineRow.ansi_codes,
+            OutputLineRow.emitted_at,
+        )
         async with sessions() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        OutputLineRow.sequence,
-                        OutputLineRow.stream_type,
-                        OutputLineRow.content,
-                        OutputLineRow.ansi_codes,
-                        OutputLineRow.emitted_at,
-                    ).order_by(OutputLineRow.sequence)
-                )
-            ).all()
             counted = (await session.get(ExecutionRow, "cmd-1")).output_lines  # type: ignore[union-attr]
-        return [tuple(r) for r in rows], counted
+        return rows, counted
     finally:
         await engine.dispose()
 
@@ -138,24 +144,19 @@ async def write_traces(url: str) -> list[tuple[object, ...]]:
                     node("msg-1", type=TraceType.RESPONSE, name="model"),
                 ],
             )
-        async with sessions() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        TraceRow.trace_id,
-                        TraceRow.parent_id,
-                        TraceRow.type,
-                        TraceRow.name,
-                        TraceRow.content,
-                        TraceRow.started_at,
-                        TraceRow.completed_at,
-                        TraceRow.duration_ms,
-                        TraceRow.tokens_used,
-                        TraceRow.error,
-                    ).order_by(TraceRow.trace_id)
-                )
-            ).all()
-        return [tuple(r) for r in rows]
+        return await read_rows(
+            sessions,
+            TraceRow.trace_id,
+            TraceRow.parent_id,
+            TraceRow.type,
+            TraceRow.name,
+            TraceRow.content,
+            TraceRow.started_at,
+            TraceRow.completed_at,
+            TraceRow.duration_ms,
+            TraceRow.tokens_used,
+            TraceRow.error,
+        )
     finally:
         await engine.dispose()
 
