@@ -41,6 +41,7 @@ class _Item:
     dedupe_key: str
     sequence: int
     data: str
+    local_tag: str
 
 
 @dataclass
@@ -87,9 +88,12 @@ class EventPublisher:
         self.publish_json(encode(event), dedupe_key=dedupe_key, sequence=sequence)
         await self.wait_for_room()
 
-    def publish_json(self, data: str, *, dedupe_key: str = "", sequence: int = 0) -> None:
-        """Queue an event already serialised as ``encode`` does; then ``await wait_for_room()``."""
-        self._pending.append(_Item(dedupe_key, sequence, data))
+    def publish_json(
+        self, data: str, *, dedupe_key: str = "", sequence: int = 0, local_tag: str = ""
+    ) -> None:
+        """Queue an event already serialised as ``encode`` does; then ``await wait_for_room()``.
+        ``local_tag``: the hub has handed the event to its own TUIs already (``Hub.deliver_local``)."""
+        self._pending.append(_Item(dedupe_key, sequence, data, local_tag))
         self._wake.set()
 
     async def wait_for_room(self) -> None:
@@ -106,7 +110,7 @@ class EventPublisher:
                 batch = self._pending[:PUBLISH_BATCH]
                 args: list[Any] = [self.maxlen]
                 for item in batch:
-                    args.extend((item.dedupe_key, item.sequence, item.data))
+                    args.extend((item.dedupe_key, item.sequence, item.data, item.local_tag))
                 try:
                     await self._script(keys=[keys.EVENTS_STREAM], args=args)
                 except (redis.RedisError, OSError) as exc:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -94,24 +95,34 @@ def store_consumer_name(data_dir: Path) -> str:
     return name
 
 
-def relay_items(response: Any) -> list[tuple[Position, str]]:
+#: A relayed event: its stream position, its frame for the TUIs, and its local number when this hub
+#: handed it to its own TUIs before it reached the stream (``Hub.deliver_local``), else None.
+RelayItem = tuple[Position, str, int | None]
+
+
+def relay_items(response: Any, local_prefix: bytes = b"") -> list[RelayItem]:
     """The events of a raw XREAD reply on the event stream (RESP3: ``{stream: entries}``, RESP2:
-    ``[[stream, entries]]``) as (position, frame for the TUIs). Written by the hubs and jobs through
-    the protocol models, events are relayed as they are, with their position added."""
+    ``[[stream, entries]]``) as relay items. Written by the hubs and jobs through the protocol
+    models, events are relayed as they are, with their position added. ``local_prefix``: this hub's
+    local tags (``b"hub-id:"``)."""
     if not response:
         return []
     entries = next(iter(response.values())) if isinstance(response, dict) else response[0][1]
-    items: list[tuple[Position, str]] = []
+    items: list[RelayItem] = []
     for entry_id, fields in entries:
         text_id = entry_id.decode()
         position = parse_position(text_id)
-        # Fields as Redis sent them: [b"m", data] (a trimmed entry has none).
+        # Fields as Redis sent them: [b"m", data] or [b"m", data, b"l", tag] (a trimmed entry has none).
         if isinstance(fields, dict):
-            data = fields.get(b"m")
+            data, tag = fields.get(b"m"), fields.get(b"l")
         else:
             data = fields[1] if fields and fields[0] == b"m" else None
+            tag = fields[3] if len(fields) >= 4 and fields[2] == b"l" else None
         if data is not None:
-            items.append((position, stream_frame(data, text_id)))
+            local = None
+            if tag is not None and local_prefix and tag.startswith(local_prefix):
+                local = int(tag[len(local_prefix) :])
+            items.append((position, stream_frame(data, text_id), local))
     return items
 
 
@@ -122,7 +133,9 @@ def parse_position(value: str | bytes) -> Position:
 
 
 class StreamClient(Protocol):
-    def deliver_many(self, items: list[tuple[Position, str]]) -> None: ...
+    def deliver_many(self, items: list[RelayItem], local_relayed: int) -> None: ...
+
+    def deliver_local(self, frame: str) -> None: ...
 
 
 class AgentSink(Protocol):
@@ -133,6 +146,10 @@ class AgentSink(Protocol):
 
     async def close_stale(self) -> None: ...
 
+
+#: Executions whose highest output sequence a hub remembers (the oldest are forgotten, and read
+#: again from Redis if their output comes back).
+OUTPUT_HIGH_KEPT = 10_000
 
 #: Redis connections per hub process: every agent socket may have a call in flight at once (redis-py's
 #: default refused past 100).
@@ -181,6 +198,14 @@ class Hub:
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self.relay_position: Position = (0, 0)
+        #: Output of the agents connected here goes to this hub's TUIs as it arrives, before it reaches
+        #: the stream (``deliver_local``), numbered: the next number, and the highest the relay has
+        #: read back from the stream (or known gone: dropped by the stream as a replay).
+        self.local_next = 0
+        self.local_relayed = -1
+        self.local_prefix = f"{self.hub_id}:".encode()
+        #: execution id -> the highest output sequence handed to this hub's TUIs (a bounded LRU).
+        self.output_high: OrderedDict[str, int] = OrderedDict()
         #: (PROFILES_VERSION it was read at, the default profile's limits): see services.
         self.default_constraints: tuple[bytes | None, ExecutionConstraints | None] | None = None
         self.metrics = HubMetrics()
@@ -293,6 +318,22 @@ class Hub:
         if agent is not None:
             await self.publish(AgentStatusMessage(payload=agent))
 
+    def deliver_local(self, frame: str) -> str:
+        """Hand an output event to this hub's live TUIs now, before it reaches the stream: one loop
+        turn instead of the four of publisher, Redis, relay and socket. Returns the local tag to
+        publish it with, by which the relay knows not to send it again."""
+        number = self.local_next
+        self.local_next += 1
+        for client in self.dashboards:
+            client.deliver_local(frame)
+        return f"{self.hub_id}:{number}"
+
+    def output_seen(self, execution_id: str, sequence: int) -> None:
+        self.output_high[execution_id] = sequence
+        self.output_high.move_to_end(execution_id)
+        if len(self.output_high) > OUTPUT_HIGH_KEPT:
+            self.output_high.popitem(last=False)
+
     async def _relay(self) -> None:
         """Read the event stream and hand every event to this hub's TUI clients, in order."""
         reader = aioredis.Redis.from_url(self.redis_url)
@@ -302,22 +343,36 @@ class Hub:
             while True:
                 try:
                     last = f"{self.relay_position[0]}-{self.relay_position[1]}"
+                    published = self.publisher.published
                     response = await reader.xread({keys.EVENTS_STREAM: last}, count=1000, block=1000)
                 except (redis.RedisError, OSError) as exc:
                     log.warning("relay lost Redis (%s); retrying", exc)
                     await asyncio.sleep(0.5)
                     continue
-                items = relay_items(response)
+                items = relay_items(response, self.local_prefix)
                 if not items:
+                    if not self.publisher.pending and self.publisher.published == published:
+                        # Nothing of ours waits for Redis, and nothing was appended while this read
+                        # waited: what was numbered and never read back was dropped as a replay.
+                        self._local_caught_up(self.local_next - 1)
                     continue
                 self.relay_position = items[-1][0]
+                for _, _, local in items:
+                    if local is not None and local > self.local_relayed:
+                        self.local_relayed = local
                 # One observation per read, of its oldest event: the lag is what the metric is for.
                 self.metrics.relay_latency.observe(max(0, now_ms() - items[0][0][0]) / 1000)
                 self.metrics.events_relayed.inc(len(items))
                 for client in list(self.dashboards):
-                    client.deliver_many(items)
+                    client.deliver_many(items, self.local_relayed)
         finally:
             await reader.aclose()
+
+    def _local_caught_up(self, number: int) -> None:
+        if number > self.local_relayed:
+            self.local_relayed = number
+            for client in list(self.dashboards):
+                client.deliver_many([], number)
 
     # ---- agent sockets -------------------------------------------------------------------------
 

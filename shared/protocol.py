@@ -3,7 +3,8 @@
 Every message is ``{"type", "id", "timestamp", "payload"}`` (camelCase payload fields, UPPER_SNAKE
 enum values), so clients of the original TypeScript protocol can speak to this hub. Messages from the
 hub to a TUI that come from the hub's event stream also carry ``position``: the stream position a
-client passes back as ``resumeFrom`` after a reconnect.
+client passes back as ``resumeFrom`` after a reconnect. (TERMINAL_STREAM of an agent on the TUI's own
+hub comes before it reaches the stream, without one: see docs/protocol.md.)
 
 Parse with :func:`parse_agent_message` / :func:`parse_dashboard_message` (and the hub-side ones);
 build with the classes, serialise with ``.to_json()``. Nothing builds message dicts by hand.

@@ -5,13 +5,14 @@ Each runs atomically in Redis, so a status change and the event that announces i
 
 from __future__ import annotations
 
-#: Append events to the stream. ARGV[1] = approximate max length, then triples of
-#: (dedupe hash key or '', sequence, event json). With a key, the event is appended only if its
-#: sequence is above the hash's last_seq: that is how replayed output is dropped. Returns the
-#: number of events appended.
+#: Append events to the stream. ARGV[1] = approximate max length, then fours of
+#: (dedupe hash key or '', sequence, event json, local tag or ''). With a key, the event is appended
+#: only if its sequence is above the hash's last_seq: that is how replayed output is dropped. A local
+#: tag (``hub-id:n``) marks an event its hub has already handed to its own TUIs; it is stored as the
+#: entry's ``l`` field. Returns the number of events appended.
 PUBLISH_EVENTS = """
 local appended = 0
-for i = 2, #ARGV, 3 do
+for i = 2, #ARGV, 4 do
   local key = ARGV[i]
   local ok = true
   if key ~= '' then
@@ -24,7 +25,11 @@ for i = 2, #ARGV, 3 do
     end
   end
   if ok then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[i + 2])
+    if ARGV[i + 3] ~= '' then
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[i + 2], 'l', ARGV[i + 3])
+    else
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[i + 2])
+    end
     appended = appended + 1
   end
 end

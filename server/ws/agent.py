@@ -170,10 +170,22 @@ class AgentSession:
                 return
             # The event's JSON straight from the validated message (what the TerminalStream model
             # serialises to, without building it): this runs for every line of output.
+            frame = self.stream_encoder.encode(output, emitted_at=message.timestamp)
+            dedupe_key = keys.execution(execution_id)
+            high = hub.output_high.get(execution_id)
+            if high is None:
+                # First output here (a new command, or an agent back from another hub or a restart):
+                # what the stream already has, which an agent's replay must not bring twice.
+                last = await hub.redis.hget(dedupe_key, "last_seq")
+                high = int(last) if last is not None else -1
+            local_tag = ""
+            if output.sequence > high:
+                hub.output_seen(execution_id, output.sequence)
+                local_tag = hub.deliver_local(frame)
+            # Also a replay goes to the stream, which drops what it has (by sequence, atomically):
+            # another hub may have lost some of it before it got there.
             hub.publisher.publish_json(
-                self.stream_encoder.encode(output, emitted_at=message.timestamp),
-                dedupe_key=keys.execution(execution_id),
-                sequence=output.sequence,
+                frame, dedupe_key=dedupe_key, sequence=output.sequence, local_tag=local_tag
             )
             content = output.content
             hub.metrics.output_lines += content.count("\n") + (not content.endswith("\n"))

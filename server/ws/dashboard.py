@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from server import keys, services
 from server.auth.tokens import TokenKind
 from server.errors import ServiceError
-from server.hub import Hub, Position, parse_position
+from server.hub import Hub, Position, RelayItem, parse_position
 from server.redis_text import as_text, stream_entries
 from server.ws.connection import Connection, validation_details
 from shared.api import InputAnswer
@@ -53,31 +53,57 @@ MAX_REPLAY = 100_000
 
 
 class DashboardClient:
-    """Receives relayed events; drops any it already sent during the replay."""
+    """Receives relayed events, and the output of this hub's own agents before it reaches the stream
+    (local events); drops any it already sent.
+
+    Local events numbered from ``local_from`` on (those handed over once this client was live) come
+    to it directly, and the relay skips them; earlier ones come through the relay. Until the relay
+    has read back every local event numbered before ``local_from``, the direct ones wait here, so an
+    agent's output never arrives out of order."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.last_sent: Position = (0, 0)
         self.live = False
-        self._held: list[tuple[Position, str]] = []
+        self.local_from = 0
+        self._held: list[RelayItem] = []
+        self._catching_up = False
+        self._waiting_local: list[str] = []
 
-    def deliver_many(self, items: list[tuple[Position, str]]) -> None:
+    def deliver_many(self, items: list[RelayItem], local_relayed: int) -> None:
         """Send events (in stream order) this client has not had yet, as one queued batch."""
         if not self.live:
             self._held.extend(items)
             return
-        start = 0
-        while start < len(items) and items[start][0] <= self.last_sent:
-            start += 1
-        if start == len(items):
-            return
-        self.last_sent = items[-1][0]
-        self.conn.send_batchable([frame for _, frame in items[start:]])
+        frames = [
+            frame
+            for position, frame, local in items
+            if position > self.last_sent and (local is None or local < self.local_from)
+        ]
+        if items and items[-1][0] > self.last_sent:
+            self.last_sent = items[-1][0]
+        if frames:
+            self.conn.send_batchable(frames)
+        if self._catching_up and local_relayed >= self.local_from - 1:
+            self._catching_up = False
+            waiting, self._waiting_local = self._waiting_local, []
+            if waiting:
+                self.conn.send_batchable(waiting)
 
-    def go_live(self) -> None:
+    def deliver_local(self, frame: str) -> None:
+        if not self.live:
+            return  # the relay brings it (held until the replay is done)
+        if self._catching_up:
+            self._waiting_local.append(frame)
+        else:
+            self.conn.send_batchable([frame])
+
+    def go_live(self, local_next: int, local_relayed: int) -> None:
+        self.local_from = local_next
+        self._catching_up = local_relayed < local_next - 1
         self.live = True
         held, self._held = self._held, []
-        self.deliver_many(held)
+        self.deliver_many(held, local_relayed)
 
 
 async def _replay(hub: Hub, client: DashboardClient, resume_from: str) -> bool:
@@ -217,7 +243,7 @@ async def dashboard_socket(ws: WebSocket) -> None:
                 )
             )
         )
-        client.go_live()
+        client.go_live(hub.local_next, hub.local_relayed)
         await hub.audit(principal.subject, "dashboard.connected")
         pending = [first] if first is not None else []
         while True:

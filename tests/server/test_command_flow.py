@@ -47,6 +47,12 @@ async def test_rest_command_streams_in_order_to_dashboard_and_is_stored(hub: Hub
             assert streamed().splitlines() == [f"line-{i}" for i in range(1, 201)]
             assert [c.content for c in chunks if c.stream_type == "STDERR"] == ["oops\n"]
             assert all(c.agent_name == "flow-rest" for c in chunks)
+            # From an agent on the TUI's own hub, handed over before they reach the stream: no position.
+            assert {
+                m.position
+                for m in dashboard.messages
+                if m.type == "TERMINAL_STREAM" and m.payload.command_id == command["id"]
+            } == {None}
 
             # In the store: the same lines, same sequences.
             def stored() -> list[dict]:  # type: ignore[type-arg]

@@ -45,6 +45,12 @@ async def test_agent_on_hub_a_runs_command_from_hub_b_and_output_reaches_b(
                 30,
                 "the output at hub B's dashboard",
             )
+            # From an agent on another hub, it came through the stream: with positions.
+            assert all(
+                m.position
+                for m in dashboard.messages
+                if m.type == "TERMINAL_STREAM" and m.payload.command_id == command_id
+            )
             done = wait_until(
                 lambda: (c := client.get(f"/commands/{command_id}").json())["status"] == "COMPLETED" and c,
                 30,

@@ -4,6 +4,10 @@ Reconnects wait 0.5 s, growing by 1.5x to 5 s (the SPEC's TUI schedule). Each re
 last stream position seen as ``resumeFrom``, so the hub replays exactly what was missed: no gap, no
 duplicate (and events at or before that position are dropped here too, in case). When the hub no
 longer holds that far back (``resumed: false``), the owner is told to refetch its state over REST.
+
+Output of an agent connected to the same hub comes before it reaches the hub's stream, without a
+position; after a resume it may come again, with one. So output lines are also dropped here when
+their sequence (per command and agent) was delivered already.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from shared.protocol import (
     Error,
     EventBatch,
     StreamEnvelope,
+    TerminalStream,
+    TerminalStreamPayload,
     now_ms,
     parse_hub_to_dashboard,
 )
@@ -37,6 +43,8 @@ log = logging.getLogger(__name__)
 FIRST_DELAY_S = 0.5
 GROWTH = 1.5
 MAX_DELAY_S = 5.0
+#: Commands (per agent) whose highest output sequence is kept for dropping repeats.
+OUTPUT_KEYS_KEPT = 10_000
 #: The dashboard socket's options (the benchmarks connect with these too). No permessage-deflate:
 #: terminal output deflates well, but inflating every frame costs the TUI more than the bytes cost a
 #: LAN or an SSH tunnel, and the hub deflates once per client.
@@ -101,6 +109,8 @@ class EventStream:
         self._was_ready = False
         #: On the first connection, replay this much of the hub's recent past (output, statuses).
         self.backfill_ms = backfill_ms
+        #: (command id, agent id) -> the highest output sequence delivered (the newest kept).
+        self._output_high: dict[tuple[str, str], int] = {}
 
     async def run(self) -> None:
         """Connect, stream, reconnect; returns only when cancelled."""
@@ -189,9 +199,21 @@ class EventStream:
                     continue  # already seen before a reconnect
                 self._position_key = key
                 self.position = event.position
+            if isinstance(event, TerminalStream) and not self._new_output(event.payload):
+                continue  # came before it reached the stream, and now again from the stream
             fresh.append(event)
         if fresh:
             self.on_events(fresh)
+
+    def _new_output(self, line: TerminalStreamPayload) -> bool:
+        key = (line.command_id, line.agent_id)
+        if line.sequence <= self._output_high.get(key, -1):
+            return False
+        self._output_high.pop(key, None)  # re-inserted last: the newest stay
+        self._output_high[key] = line.sequence
+        if len(self._output_high) > OUTPUT_KEYS_KEPT:
+            del self._output_high[next(iter(self._output_high))]
+        return True
 
     def _set_position(self, position: str) -> None:
         self.position = position
