@@ -178,6 +178,7 @@ class AgentSession:
                 # what the stream already has, which an agent's replay must not bring twice.
                 last = await hub.redis.hget(dedupe_key, "last_seq")
                 high = int(last) if last is not None else -1
+                hub.output_seen(execution_id, high)  # read once, also when all of a replay is old
             local_tag = ""
             if output.sequence > high:
                 hub.output_seen(execution_id, output.sequence)
