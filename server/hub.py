@@ -13,7 +13,6 @@ import socket
 import subprocess
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -42,6 +41,7 @@ from shared import protocol
 from shared.api import AuditLog, ExecutionConstraints
 from shared.config import Settings
 from shared.protocol import AgentStatusMessage, AuditEvent, now_ms, stream_frame
+from shared.sequences import HighestSequences
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class AgentSink(Protocol):
 
 #: Executions whose highest output sequence a hub remembers (the oldest are forgotten, and read
 #: again from Redis if their output comes back).
-OUTPUT_HIGH_KEPT = 10_000
+OUTPUT_SEQUENCES_KEPT = 10_000
 
 #: Redis connections per hub process: every agent socket may have a call in flight at once (redis-py's
 #: default refused past 100).
@@ -204,8 +204,8 @@ class Hub:
         self.local_next = 0
         self.local_relayed = -1
         self.local_prefix = f"{self.hub_id}:".encode()
-        #: execution id -> the highest output sequence handed to this hub's TUIs (a bounded LRU).
-        self.output_high: OrderedDict[str, int] = OrderedDict()
+        #: execution id -> the highest output sequence handed to this hub's TUIs.
+        self.output_sequences: HighestSequences[str] = HighestSequences(OUTPUT_SEQUENCES_KEPT)
         #: (PROFILES_VERSION it was read at, the default profile's limits): see services.
         self.default_constraints: tuple[bytes | None, ExecutionConstraints | None] | None = None
         self.metrics = HubMetrics()
@@ -327,12 +327,6 @@ class Hub:
         for client in self.dashboards:
             client.deliver_local(frame)
         return f"{self.hub_id}:{number}"
-
-    def output_seen(self, execution_id: str, sequence: int) -> None:
-        self.output_high[execution_id] = sequence
-        self.output_high.move_to_end(execution_id)
-        if len(self.output_high) > OUTPUT_HIGH_KEPT:
-            self.output_high.popitem(last=False)
 
     async def _relay(self) -> None:
         """Read the event stream and hand every event to this hub's TUI clients, in order."""

@@ -90,8 +90,8 @@ class HubMetrics:
             "onsembl_hub_up", "1 while this hub serves (0 between start and ready).", registry=r
         )
 
-    def agent_message(self, message_type: str, count: int = 1) -> None:
-        self.agent_messages[message_type] += count
+    def agent_message(self, message_type: str) -> None:
+        self.agent_messages[message_type] += 1
 
     def attach(self, hub: Hub) -> None:
         self.registry.register(_HubCollector(hub))

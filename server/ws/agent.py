@@ -5,7 +5,6 @@ Redis pub/sub to whichever hub holds the agent's socket."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 
 from fastapi import APIRouter, WebSocket
@@ -127,12 +126,9 @@ class AgentSession:
             )
         )
 
-    async def receive(self, message: AgentToHub | AgentReport, *, counted: bool = False) -> None:
-        """Check that the message speaks for this agent, then handle it; say so when it fails.
-        ``counted``: the caller has counted it in the hub's metrics (a batch counts its messages once
-        per type)."""
-        if not counted:
-            self.hub.metrics.agent_message(message.type)
+    async def receive(self, message: AgentToHub | AgentReport) -> None:
+        """Check that the message speaks for this agent, then handle it; say so when it fails."""
+        self.hub.metrics.agent_message(message.type)
         payload_agent = getattr(message.payload, "agent_id", self.agent_id)
         if payload_agent != self.agent_id:
             self.conn.send(
@@ -172,16 +168,13 @@ class AgentSession:
             # serialises to, without building it): this runs for every line of output.
             frame = self.stream_encoder.encode(output, emitted_at=message.timestamp)
             dedupe_key = keys.execution(execution_id)
-            high = hub.output_high.get(execution_id)
-            if high is None:
+            if execution_id not in hub.output_sequences:
                 # First output here (a new command, or an agent back from another hub or a restart):
                 # what the stream already has, which an agent's replay must not bring twice.
                 last = await hub.redis.hget(dedupe_key, "last_seq")
-                high = int(last) if last is not None else -1
-                hub.output_seen(execution_id, high)  # read once, also when all of a replay is old
+                hub.output_sequences.record(execution_id, int(last) if last is not None else -1)
             local_tag = ""
-            if output.sequence > high:
-                hub.output_seen(execution_id, output.sequence)
+            if hub.output_sequences.is_new(execution_id, output.sequence):
                 local_tag = hub.deliver_local(frame)
             # Also a replay goes to the stream, which drops what it has (by sequence, atomically):
             # another hub may have lost some of it before it got there.
@@ -479,16 +472,9 @@ async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
                     )
                 )
                 continue
-            if isinstance(message, AgentBatch):
-                # Handled message by message, in order, as if each had come alone; counted once per
-                # type (a metric update per message was 2 % of the hub while a CLI streamed).
-                items = message.payload.messages
-                for kind, count in collections.Counter(item.type for item in items).items():
-                    hub.metrics.agent_message(kind, count)
-                for item in items:
-                    await session.receive(item, counted=True)
-            else:
-                await session.receive(message)
+            # A batch is handled message by message, in order, as if each had come alone.
+            for item in message.payload.messages if isinstance(message, AgentBatch) else [message]:
+                await session.receive(item)
     finally:
         await conn.finish()
         if session is not None and await hub.detach_agent(session.agent_id, session):

@@ -32,10 +32,10 @@ from shared.protocol import (
     EventBatch,
     StreamEnvelope,
     TerminalStream,
-    TerminalStreamPayload,
     now_ms,
     parse_hub_to_dashboard,
 )
+from shared.sequences import HighestSequences
 from tui.client.auth import TokenSource
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ FIRST_DELAY_S = 0.5
 GROWTH = 1.5
 MAX_DELAY_S = 5.0
 #: Commands (per agent) whose highest output sequence is kept for dropping repeats.
-OUTPUT_KEYS_KEPT = 10_000
+OUTPUT_SEQUENCES_KEPT = 10_000
 #: The dashboard socket's options (the benchmarks connect with these too). No permessage-deflate:
 #: terminal output deflates well, but inflating every frame costs the TUI more than the bytes cost a
 #: LAN or an SSH tunnel, and the hub deflates once per client.
@@ -109,8 +109,8 @@ class EventStream:
         self._was_ready = False
         #: On the first connection, replay this much of the hub's recent past (output, statuses).
         self.backfill_ms = backfill_ms
-        #: (command id, agent id) -> the highest output sequence delivered (the newest kept).
-        self._output_high: dict[tuple[str, str], int] = {}
+        #: (command id, agent id) -> the highest output sequence delivered.
+        self._output_sequences: HighestSequences[tuple[str, str]] = HighestSequences(OUTPUT_SEQUENCES_KEPT)
 
     async def run(self) -> None:
         """Connect, stream, reconnect; returns only when cancelled."""
@@ -199,21 +199,13 @@ class EventStream:
                     continue  # already seen before a reconnect
                 self._position_key = key
                 self.position = event.position
-            if isinstance(event, TerminalStream) and not self._new_output(event.payload):
-                continue  # came before it reached the stream, and now again from the stream
+            if isinstance(event, TerminalStream):
+                line = event.payload
+                if not self._output_sequences.is_new((line.command_id, line.agent_id), line.sequence):
+                    continue  # came before it reached the stream, and now again from the stream
             fresh.append(event)
         if fresh:
             self.on_events(fresh)
-
-    def _new_output(self, line: TerminalStreamPayload) -> bool:
-        key = (line.command_id, line.agent_id)
-        if line.sequence <= self._output_high.get(key, -1):
-            return False
-        self._output_high.pop(key, None)  # re-inserted last: the newest stay
-        self._output_high[key] = line.sequence
-        if len(self._output_high) > OUTPUT_KEYS_KEPT:
-            del self._output_high[next(iter(self._output_high))]
-        return True
 
     def _set_position(self, position: str) -> None:
         self.position = position
