@@ -47,6 +47,19 @@ async def test_a_flush_between_a_resize_and_its_scroll_keeps_following() -> None
         assert log.rows[-1].text == "line 109"
 
 
+async def test_lines_that_first_overflow_the_pane_are_followed() -> None:
+    # A pane without a scrollbar yet refused the scroll to the end: Textual shows the scrollbar only
+    # at the next refresh, after the flush had asked (the snapshot CI run caught the last lines cut).
+    app = LogApp()
+    async with app.run_test(size=(60, 30)) as pilot:
+        log = app.query_one(OutputLog)
+        await feed(pilot, log, 0, 10)
+        assert log.max_scroll_y == 0
+        await feed(pilot, log, 10, 15)
+        assert log.pinned
+        assert log.scroll_y == log.max_scroll_y == 5
+
+
 async def test_scrolling_up_holds_the_view_until_the_end_is_reached_again() -> None:
     app = LogApp()
     async with app.run_test(size=(60, 30)) as pilot:

@@ -130,7 +130,15 @@ def run(
         await pilot.pause()
 
         # Every pane shows its last lines (follow mode) once the layout settled.
-        await async_wait_until(followed, 20, "the output panes at their ends")
+        try:
+            await async_wait_until(followed, 20, "the output panes at their ends")
+        except AssertionError as error:
+            states = [
+                f"{log.id}: pending={log.has_pending} pinned={log.pinned} y={log.scroll_y}/{log.max_scroll_y}"
+                f" rows={len(log.rows)} size={log.size}"
+                for log in app.screen.query(OutputLog)
+            ]
+            raise AssertionError(f"{error}: {states}") from None
         app.clear_notifications()
         for field in app.screen.query("Input, TextArea"):
             field.cursor_blink = False  # type: ignore[attr-defined]  # a blinking cursor is timing

@@ -284,7 +284,7 @@ class ControlCenterScreen(BaseScreen):
     def _follow_ends(self) -> None:
         if self.follow:
             for log in self.logs():
-                log.scroll_end(animate=False, immediate=True)
+                log.scroll_end(animate=False, immediate=True, force=True)
 
     def action_filter_output(self) -> None:
         self.only_marked = not self.only_marked

@@ -99,7 +99,7 @@ class OutputLog(ScrollView, can_focus=True):
             self._relayout()
         if self.auto_scroll and self.pinned:
             # A pane that shrinks (the grid gains a pane) keeps its old offset: follow the end again.
-            self.scroll_end(animate=False, immediate=False, x_axis=False)
+            self.scroll_end(animate=False, immediate=False, x_axis=False, force=True)
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
@@ -113,7 +113,7 @@ class OutputLog(ScrollView, can_focus=True):
     def follow_end(self) -> None:
         """Keep to the end from now on (follow mode switched on)."""
         self.pinned = True
-        self.scroll_end(animate=False, x_axis=False)
+        self.scroll_end(animate=False, x_axis=False, force=True)
 
     @property
     def has_pending(self) -> bool:
@@ -156,7 +156,9 @@ class OutputLog(ScrollView, can_focus=True):
         self.lines_shown += len(pending)
         self._update_size()
         if following:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            # force: Textual shows the scrollbar (and allows scrolling) only at the next refresh, so
+            # lines that first overflow the pane would otherwise stay below its bottom.
+            self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
         self.refresh()
 
     def _append_rows(self, entries: Iterable[OutputEntry]) -> None:
