@@ -39,17 +39,12 @@ def pinned() -> Iterator[None]:
     """Clock, dates and ids as the snapshot tests pin them (their autouse fixtures)."""
     import pytest
 
+    from tests.tui.test_snapshots import pin_formats
     from tui import format as fmt
 
     patch = pytest.MonkeyPatch()
     try:
-        patch.setenv("TZ", "UTC")
-        time.tzset()
-        patch.setattr(fmt, "clock", lambda ms: "09:41:00" if ms else "-")
-        patch.setattr(fmt, "stamp", lambda ms: "2026-11-25 09:41:00" if ms else "-")
-        patch.setattr(fmt, "since", lambda ms, now=None: "5m ago" if ms else "-")
-        patch.setattr(fmt, "short_stamp", lambda ms: "11-25 09:41" if ms else "-")
-        patch.setattr(fmt, "short_id", lambda value: "c0ffee00" if value else "")
+        pin_formats(patch)
         patch.setattr(fmt, "full_id", lambda value: "c0ffee00-0000-0000-0000-000000000000")
         yield
     finally:

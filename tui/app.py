@@ -505,7 +505,7 @@ class OnsemblApp(App[None]):
         self._last_estop = figures
         self.notify(
             f"stopped {result.cancelled_running} running, cleared {result.cleared_queued} queued "
-            f"on {result.agents} agents in {result.duration_ms} ms",
+            f"on {result.agents} agent{'' if result.agents == 1 else 's'} in {result.duration_ms} ms",
             title="Emergency stop",
             severity="warning",
             timeout=30,

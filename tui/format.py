@@ -95,6 +95,14 @@ def duration(seconds: float | None) -> str:
     return f"{hours // 24}d{hours % 24:02d}h"
 
 
+def uptime(seconds: float, reported_ms: int | None, now: float | None = None) -> str:
+    """An agent's uptime now: what its last health report said, plus the time since that report
+    (the hub announces health when it changes, not on every heartbeat). Whole seconds: it ticks."""
+    elapsed = max(0.0, (now or time.time()) - reported_ms / 1000) if reported_ms else 0.0
+    total = int(seconds + elapsed)
+    return f"{total}s" if total < 60 else duration(total)
+
+
 def duration_ms(ms: int | None) -> str:
     return "-" if ms is None else duration(ms / 1000)
 

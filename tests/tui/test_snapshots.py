@@ -41,15 +41,23 @@ def scene(hub: HubProcess) -> Iterator[Scene]:
     started.close()
 
 
-@pytest.fixture(autouse=True)
-def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+def pin_formats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clock, dates, durations that tick and ids, as every snapshot (and docs/screenshots.py) shows
+    them."""
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     monkeypatch.setattr(fmt, "clock", lambda ms: "09:41:00" if ms else "-")
     monkeypatch.setattr(fmt, "stamp", lambda ms: "2026-11-25 09:41:00" if ms else "-")
     monkeypatch.setattr(fmt, "since", lambda ms, now=None: "5m ago" if ms else "-")
+    duration = fmt.duration
+    monkeypatch.setattr(fmt, "uptime", lambda seconds, reported_ms, now=None: duration(seconds))
     monkeypatch.setattr(fmt, "short_stamp", lambda ms: "11-25 09:41" if ms else "-")
     monkeypatch.setattr(fmt, "short_id", lambda value: "c0ffee00" if value else "")
+
+
+@pytest.fixture(autouse=True)
+def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    pin_formats(monkeypatch)
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,8 @@ COLUMNS: list[tuple[str, str, bool, int]] = [
     ("host", "Host", True, 14),
 ]
 WIDE_AT = 118
+#: How often the uptime column moves on between the hub's announcements of an agent.
+UPTIME_TICK_S = 1.0
 
 
 def sparkline(values: deque[float]) -> str:
@@ -79,6 +81,17 @@ class AgentsTable(DataTable[Text | str]):
 
     def on_mount(self) -> None:
         self._build_columns()
+        self.set_interval(UPTIME_TICK_S, self._tick_uptime)
+
+    def _tick_uptime(self) -> None:
+        if not self.wide:
+            return  # the column is shown only in a wide table
+        for agent_id in self.order:
+            agent = self._agents.get(agent_id)
+            if agent is not None and agent.status is AgentStatus.ONLINE:
+                value = fmt.uptime(agent.health.uptime_seconds, agent.last_seen)
+                if self.get_cell(agent_id, "uptime") != value:
+                    self.update_cell(agent_id, "uptime", value)
 
     def on_resize(self) -> None:
         wide = self.app.size.width >= WIDE_AT
@@ -166,7 +179,9 @@ class AgentsTable(DataTable[Text | str]):
             "mem": fmt.size(health.memory_bytes) if online and health.memory_bytes else "-",
             "tokens": fmt.tokens(health.tokens_used) if health.tokens_used else "-",
             "cost": fmt.cost(health.cost_usd),
-            "uptime": fmt.duration(health.uptime_seconds) if online else fmt.clock(agent.last_seen),
+            "uptime": (
+                fmt.uptime(health.uptime_seconds, agent.last_seen) if online else fmt.clock(agent.last_seen)
+            ),
             "host": agent.host_machine,
         }
         return {key: cells[key] for key, _, _, _ in self._columns()}
