@@ -14,6 +14,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -217,7 +218,7 @@ class Hub:
         protocol.prepare()
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.redis_url, self.embedded_redis = await asyncio.to_thread(
-            ensure_redis_url, s.redis_url, s.data_dir, s.embedded_redis_socket
+            partial(ensure_redis_url, s.redis_url, s.data_dir, s.embedded_redis_socket, adopt=True)
         )
         self.redis, self.redis_sync = redis_clients(self.redis_url)
         if self.embedded_workers > 0:

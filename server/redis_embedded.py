@@ -2,8 +2,9 @@
 data dir with append-only persistence and a unix socket.
 
 The first process that needs it starts it; every other process (more hubs, workers, token commands)
-finds the socket answering and shares it. It outlives the hub that started it only if that hub is
-killed; a clean shutdown stops it.
+finds the socket answering and shares it. The hub that started it stops it on a clean shutdown. One
+that was killed leaves it running (its data stays in memory); the next hub adopts it (the ``owner``
+file names the pid responsible for it) and stops it when it shuts down.
 """
 
 from __future__ import annotations
@@ -66,19 +67,47 @@ def _gone(socket: Path) -> bool:
     return False
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # somebody else's process
+    return True
+
+
 class EmbeddedRedis:
     def __init__(self, directory: Path, socket: Path) -> None:
         self.directory = directory
         self.socket = socket
         self.process: subprocess.Popen[bytes] | None = None
+        #: A server left by a hub that died, which this process is now responsible for stopping.
+        self.adopted = False
+
+    @property
+    def _owner_file(self) -> Path:
+        return self.directory / "owner"
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self._owner_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _claim(self) -> None:
+        tmp = self._owner_file.with_suffix(".tmp")
+        tmp.write_text(str(os.getpid()))
+        tmp.replace(self._owner_file)
 
     @property
     def url(self) -> str:
         return f"unix://{self.socket}"
 
-    def ensure(self, timeout: float = 15.0) -> str:
-        """Start redis-server unless one already answers on the socket; return its URL."""
-        if _answers(self.socket):
+    def ensure(self, timeout: float = 15.0, *, adopt: bool = False) -> str:
+        """Start redis-server unless one already answers on the socket; return its URL. ``adopt``
+        (a hub): a running server whose owner is gone becomes this process's to stop."""
+        if _answers(self.socket) and not adopt:
             return self.url
         self.directory.mkdir(parents=True, exist_ok=True)
         lock = self.directory / "start.lock"
@@ -88,6 +117,10 @@ class EmbeddedRedis:
 
             fcntl.flock(fd, fcntl.LOCK_EX)
             if _answers(self.socket):
+                owner = self._owner()
+                if adopt and self.process is None and (owner is None or not _alive(owner)):
+                    self._claim()
+                    self.adopted = True
                 return self.url
             self.socket.unlink(missing_ok=True)
             args = [
@@ -116,8 +149,14 @@ class EmbeddedRedis:
                 "20000",
             ]
             log.info("starting embedded redis-server in %s", self.directory)
+            # Its log is the logfile; no inherited stdio: a server that outlives this process must
+            # not hold its parent's pipes open.
             self.process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
             )
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -127,6 +166,8 @@ class EmbeddedRedis:
                         f"see {self.directory / 'redis.log'}"
                     )
                 if _answers(self.socket):
+                    self._claim()
+                    self.adopted = False
                     return self.url
                 time.sleep(0.02)
             raise RuntimeError("embedded redis-server did not answer in time")
@@ -141,8 +182,12 @@ class EmbeddedRedis:
         return _gone(self.socket)
 
     def stop(self) -> None:
-        """Stop the server if this process started it (saving its data first)."""
-        if self.process is None or self.process.poll() is not None:
+        """Stop the server if this process started or adopted it (saving its data first)."""
+        if self.process is None:
+            if self.adopted and self._owner() == os.getpid():
+                self._shutdown_adopted()
+            return
+        if self.process.poll() is not None:
             return
         try:
             # No retries: the server closing the connection is the answer to SHUTDOWN, and redis-py's
@@ -157,12 +202,25 @@ class EmbeddedRedis:
             self.process.kill()
         self.process = None
 
+    def _shutdown_adopted(self) -> None:
+        """Not our child: SHUTDOWN SAVE, then wait for the socket to go quiet."""
+        try:
+            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5, retry=no_retry())
+            client.shutdown(save=True)
+        except redis.RedisError:
+            pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _gone(self.socket):
+            time.sleep(0.05)
+        self.adopted = False
+
 
 def ensure_redis_url(
-    settings_redis_url: str, data_dir: Path, socket: Path
+    settings_redis_url: str, data_dir: Path, socket: Path, *, adopt: bool = False
 ) -> tuple[str, EmbeddedRedis | None]:
-    """The Redis URL to use: the configured one, or the embedded server's (started if needed)."""
+    """The Redis URL to use: the configured one, or the embedded server's (started if needed;
+    ``adopt``: see ``EmbeddedRedis.ensure``)."""
     if settings_redis_url:
         return settings_redis_url, None
     embedded = EmbeddedRedis(data_dir / "redis", socket)
-    return embedded.ensure(), embedded
+    return embedded.ensure(adopt=adopt), embedded

@@ -1,7 +1,8 @@
 """``onsembl up``: the hub, its workers and local demo agents on this machine, in one command.
 
-The hub runs as a child process (its own lifespan starts the embedded Redis and the worker pool);
-demo agents are ``shell`` wrappers with tokens minted from the same settings. Ctrl-C stops all.
+The hub runs as a child process (its own lifespan starts the embedded Redis and the worker pool),
+started again if it exits on its own; demo agents are ``shell`` wrappers with tokens minted from the
+same settings. Ctrl-C stops all.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,81 @@ def demo_agents_for(count: int) -> list[tuple[str, str]]:
     return found + [(f"demo-{n}", "shell") for n in range(1, count - len(found) + 1)]
 
 
+#: A hub that exits on its own is started again, unless it exited this often within a minute.
+HUB_EXITS_PER_MINUTE = 5
+
+
+def exit_text(code: int) -> str:
+    """How a process ended, in words: ``subprocess`` gives -N for a signal."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"with code {code}"
+
+
+class HubSupervisor:
+    """The hub process, started again when it exits on its own (a crash, the OOM killer): the agents
+    and the TUI reconnect by themselves, and the embedded Redis and the database keep the queue. A
+    hub that keeps exiting is left down, and ``gave_up`` says so."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], output: Any, say: Callable[[str], None]) -> None:
+        self.argv = argv
+        self.env = env
+        self.output = output
+        self.say = say
+        self.gave_up = threading.Event()
+        self._stopping = threading.Event()
+        #: Held while (re)starting and while stopping: a stop never misses a hub started meanwhile.
+        self._lock = threading.Lock()
+        self._exits: deque[float] = deque(maxlen=HUB_EXITS_PER_MINUTE)
+        self.process = self._start()
+        self._watcher: threading.Thread | None = None
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.argv, env=self.env, stdout=self.output, stderr=self.output)
+
+    def watch(self, port: int) -> None:
+        """From now on (the hub is up on ``port``), start it again when it exits: on the same port,
+        which the agents and the TUI know."""
+        at = self.argv.index("--port") + 1
+        self.argv = [*self.argv[:at], str(port), *self.argv[at + 1 :]]
+        self._watcher = threading.Thread(target=self._watch, name="hub-supervisor", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while True:
+            code = self.process.wait()
+            if self._stopping.is_set():
+                return
+            now = time.monotonic()
+            self._exits.append(now)
+            if len(self._exits) == HUB_EXITS_PER_MINUTE and now - self._exits[0] < 60:
+                self.say(
+                    f"onsembl up: the hub exited {exit_text(code)}, {HUB_EXITS_PER_MINUTE} times within a "
+                    "minute; leaving it down"
+                )
+                self.gave_up.set()
+                return
+            self.say(f"onsembl up: the hub exited {exit_text(code)}; starting it again")
+            time.sleep(0.5)  # the old one's socket and port are released
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.process = self._start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
 def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     port_file = settings.data_dir / "up.json"
@@ -59,34 +138,40 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
     if not headless:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         output = open(log_path, "ab")
-    hub = subprocess.Popen(
-        [
-            _bin("onsembl"),
-            "server",
-            "--host",
-            settings.host,
-            "--port",
-            str(settings.port),
-            "--port-file",
-            str(port_file),
-            "--log-level",
-            settings.log_level,
-        ],
-        env=env,
-        stdout=output,
-        stderr=output,
-    )
-    children.append(hub)
+
+    def say(text: str) -> None:
+        # With the TUI on the terminal, into the log (written to the terminal, it would draw over it).
+        if output is None:
+            print(text, file=sys.stderr, flush=True)
+        else:
+            output.write(text.encode() + b"\n")
+            output.flush()
+
+    hub_argv = [
+        _bin("onsembl"),
+        "server",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--port-file",
+        str(port_file),
+        "--log-level",
+        settings.log_level,
+    ]
+    hub = HubSupervisor(hub_argv, env, output, say)
 
     def stop_all(*_: object) -> None:
-        for child in reversed(children):
+        # The agents first (they would only reconnect), then the hub.
+        for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        for child in reversed(children):
+        for child in children:
             try:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 child.kill()
+        hub.stop()
 
     def on_sigterm(*_: object) -> None:
         # Unwind to the ``finally`` below, which stops the children. Stopping them here, inside the
@@ -98,12 +183,14 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
         signal.signal(signal.SIGTERM, on_sigterm)
         deadline = time.monotonic() + 60
         while not port_file.exists():
-            if hub.poll() is not None:
-                raise SystemExit(f"onsembl up: the hub exited with {hub.returncode}")
+            if hub.process.poll() is not None:
+                raise SystemExit(f"onsembl up: the hub exited {exit_text(hub.process.returncode)}")
             if time.monotonic() > deadline:
                 raise SystemExit("onsembl up: the hub did not start within 60 s")
             time.sleep(0.1)
-        url = json.loads(port_file.read_text())["url"]
+        started = json.loads(port_file.read_text())
+        url = started["url"]
+        hub.watch(int(started["port"]))
         demo = demo_agents_for(demo_agents)
         for name, kind in demo:
             agent_id = _ensure_agent(settings, name, kind)
@@ -135,7 +222,9 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
             else:
                 launch(url, user_token)
                 return
-        hub.wait()
+        while not hub.gave_up.wait(1.0):
+            pass
+        raise SystemExit(1)
     except KeyboardInterrupt:
         pass
     finally:

@@ -1,13 +1,19 @@
-"""``onsembl up``: the demo agents are the agent CLIs found on PATH, then ``shell`` agents."""
+"""``onsembl up``: the demo agents are the agent CLIs found on PATH, then ``shell`` agents; a hub that
+dies is started again."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psutil
 
 from server.auth.tokens import TokenKind, mint
 from shared.config import Settings
@@ -16,12 +22,43 @@ from tests.harness import BIN, free_port, timeout, wait_until
 FAKES = Path(__file__).resolve().parents[1] / "fakes" / "bin"
 
 
-def run_up(tmp_path: Path, path: str, agents: int) -> list[tuple[str, str]]:
-    """Start ``onsembl up --headless``, wait for its agents, stop it; (name, type) of the agents."""
+@dataclass
+class Up:
+    process: subprocess.Popen[str]
+    url: str
+    data: Path
+
+    def online(self, agents: int) -> list[dict[str, Any]] | None:
+        """The ONLINE agents once there are ``agents`` of them (None before, or while the hub is away)."""
+        if not (self.data / "jwt-secret").exists():
+            return None
+        token = mint(Settings(data_dir=self.data), TokenKind.ACCESS, "up-test@example.com")
+        try:
+            body = httpx.get(self.url + "/v1/agents", headers={"Authorization": f"Bearer {token}"}).json()
+        except httpx.HTTPError:
+            return None
+        ready = [a for a in body if a["status"] == "ONLINE"]
+        return ready if len(ready) == agents else None
+
+    def hub_pid(self) -> int | None:
+        """The hub process's pid (None between two hubs)."""
+        # Only the hub gets --port-file (an agent's command line has --server in it).
+        for child in psutil.Process(self.process.pid).children():
+            try:
+                if "--port-file" in child.cmdline():
+                    return child.pid
+            except psutil.Error:
+                continue
+        return None
+
+
+@contextmanager
+def running_up(tmp_path: Path, path: str, agents: int) -> Iterator[Up]:
+    """``onsembl up --headless``, stopped (Ctrl-C, exit 0) at the end; its output in the assertion."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONSEMBL_")}
     env.update(ONSEMBL_DATA_DIR=str(tmp_path / "data"), PATH=path, FAKE_CLI_STATE_DIR=str(tmp_path / "fake"))
-    up = subprocess.Popen(
+    process = subprocess.Popen(
         [str(BIN / "onsembl"), "up", "--headless", "--port", str(port), "--agents", str(agents)],
         env=env,
         stdout=subprocess.PIPE,
@@ -29,29 +66,19 @@ def run_up(tmp_path: Path, path: str, agents: int) -> list[tuple[str, str]]:
         text=True,
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        token = None
-
-        def online() -> list[dict] | None:  # type: ignore[type-arg]
-            nonlocal token
-            if token is None:
-                if not (tmp_path / "data" / "jwt-secret").exists():
-                    return None
-                token = mint(Settings(data_dir=tmp_path / "data"), TokenKind.ACCESS, "up-test@example.com")
-            try:
-                body = httpx.get(url + "/v1/agents", headers={"Authorization": f"Bearer {token}"}).json()
-            except httpx.HTTPError:
-                return None
-            ready = [a for a in body if a["status"] == "ONLINE"]
-            return ready if len(ready) == agents else None
-
-        found = wait_until(online, 60, "the demo agents online")
-        return sorted((a["name"], a["agentType"]) for a in found)
+        yield Up(process, f"http://127.0.0.1:{port}", tmp_path / "data")
     finally:
-        os.killpg(up.pid, signal.SIGINT)
-        up.wait(timeout(30))
-        assert up.returncode == 0, up.stdout.read() if up.stdout else ""
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout(30))
+        assert process.returncode == 0, process.stdout.read() if process.stdout else ""
+
+
+def run_up(tmp_path: Path, path: str, agents: int) -> list[tuple[str, str]]:
+    """Start ``onsembl up --headless``, wait for its agents, stop it; (name, type) of the agents."""
+    with running_up(tmp_path, path, agents) as up:
+        found = wait_until(lambda: up.online(agents), 60, "the demo agents online")
+        return sorted((a["name"], a["agentType"]) for a in found)
 
 
 def test_up_uses_the_agent_clis_on_path_first(tmp_path: Path) -> None:
@@ -64,3 +91,19 @@ def test_up_falls_back_to_shell_agents(tmp_path: Path) -> None:
     # No agent CLI on PATH (npm puts them in /usr/local/bin or a home directory).
     agents = run_up(tmp_path, "/usr/bin:/bin", 2)
     assert agents == [("demo-1", "SHELL"), ("demo-2", "SHELL")]
+
+
+def test_up_starts_a_hub_that_died_again(tmp_path: Path) -> None:
+    with running_up(tmp_path, "/usr/bin:/bin", 1) as up:
+        wait_until(lambda: up.online(1), 60, "the demo agent online")
+        first = psutil.Process(up.hub_pid())
+        first.kill()  # as a crash or the OOM killer would
+        first.wait(timeout(10))
+        # Started again on the same port: the agent reconnects to it by itself.
+        wait_until(
+            lambda: up.hub_pid() not in (None, first.pid) and up.online(1),
+            60,
+            "a new hub with the agent back",
+        )
+    output = up.process.stdout.read() if up.process.stdout else ""
+    assert "the hub exited killed by SIGKILL; starting it again" in output
