@@ -25,7 +25,7 @@ COLUMNS: list[tuple[str, str, bool, int]] = [
     ("status", "Status", False, 7),
     ("activity", "Activity", False, 11),
     ("queue", "Q", False, 3),
-    ("cpu", "CPU", False, 4),
+    ("cpu", "CPU", False, 5),
     ("mem", "Mem", False, 8),
     ("tokens", "Tokens", False, 6),
     ("cost", "Cost", True, 6),
