@@ -25,8 +25,8 @@ from shared.api import (
     InputAnswer,
     Preset,
 )
-from shared.enums import AgentStatus, ControlAction
-from shared.protocol import DashboardReady, Error, InputRequiredPayload, StreamEnvelope
+from shared.enums import AgentStatus, ControlAction, ExecutionStatus
+from shared.protocol import CommandStatusPayload, DashboardReady, Error, InputRequiredPayload, StreamEnvelope
 from tui import format as fmt
 from tui import messages
 from tui.client.auth import TokenSource
@@ -143,6 +143,8 @@ class OnsemblApp(App[None]):
             self.alert_input(request)
         for result in changes.emergency_stops:
             self.notify_emergency_stop(result)
+        for status in changes.ended:
+            self.notify_ended(status)
         if changes.gaps:
             self.refill(changes.gaps)
         for report in changes.reports:
@@ -495,6 +497,20 @@ class OnsemblApp(App[None]):
                 "Stop everything",
             ),
             answered,
+        )
+
+    def notify_ended(self, status: CommandStatusPayload) -> None:
+        """A command failed, or a limit or a lost agent stopped it: say so wherever the user is."""
+        agent = self.hub.agents.get(status.agent_id)
+        name = agent.name if agent is not None else fmt.short_id(status.agent_id)
+        failed = status.status is ExecutionStatus.FAILED
+        reason = status.end_reason.value.replace("_", " ").lower() if status.end_reason else ""
+        title = "Command failed" if failed else f"Command stopped: {reason}"
+        self.notify(
+            f"{name}: {status.error or reason or 'failed'} (command {fmt.short_id(status.command_id)})",
+            title=title,
+            severity="error" if failed else "warning",
+            timeout=15,
         )
 
     def notify_emergency_stop(self, result: EmergencyStopResult) -> None:

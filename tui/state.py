@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from shared.api import Agent, AgentQueue, EmergencyStopResult, OutputLine, Report, TraceEventRecord
-from shared.enums import AgentActivity, AgentStatus, ExecutionStatus, StreamType
+from shared.enums import AgentActivity, AgentStatus, EndReason, ExecutionStatus, StreamType
 from shared.protocol import (
     AgentStatusMessage,
     AuditEvent,
@@ -30,6 +30,7 @@ from shared.protocol import (
     TerminalStream,
     TerminalStreamPayload,
     TraceUpdate,
+    now_ms,
 )
 
 DEFAULT_SCROLLBACK = 10_000
@@ -93,6 +94,23 @@ class Gap:
     until: int  # exclusive: the sequence that revealed the gap
 
 
+#: Endings a user hears of at once: a failure, or a stop the user did not ask for (their own cancel,
+#: interrupt or emergency stop is answered where they gave it).
+ALERTED_ENDS = frozenset(
+    {EndReason.TIME_LIMIT, EndReason.TOKEN_BUDGET, EndReason.AGENT_LOST, EndReason.WORKER_LOST}
+)
+#: An ending older than this (a replay after a reconnect, the backfill at start) is not alerted.
+ALERT_RECENT_MS = 60_000
+
+
+def alerted(before: CommandStatusPayload | None, after: CommandStatusPayload) -> bool:
+    if before is not None and before.status.terminal:
+        return False  # already ended (a repeat)
+    if after.status is ExecutionStatus.FAILED:
+        return True
+    return after.status is ExecutionStatus.CANCELLED and after.end_reason in ALERTED_ENDS
+
+
 @dataclass
 class Changes:
     agents: set[str] = field(default_factory=set)
@@ -103,6 +121,8 @@ class Changes:
     reports: list[Report] = field(default_factory=list)
     input_required: list[InputRequiredPayload] = field(default_factory=list)
     emergency_stops: list[EmergencyStopResult] = field(default_factory=list)
+    #: Executions that failed or were stopped by a limit or a lost agent or worker, just now.
+    ended: list[CommandStatusPayload] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     audit: int = 0
 
@@ -116,6 +136,7 @@ class Changes:
             or self.reports
             or self.input_required
             or self.emergency_stops
+            or self.ended
             or self.gaps
             or self.audit
         )
@@ -198,6 +219,8 @@ class HubState:
             elif isinstance(event, CommandStatus):
                 status = event.payload
                 key = (status.command_id, status.agent_id)
+                if alerted(self.executions.get(key), status) and now_ms() - event.timestamp < ALERT_RECENT_MS:
+                    changes.ended.append(status)
                 self.executions[key] = status
                 self.executions.move_to_end(key)
                 while len(self.executions) > COMMANDS_KEPT:

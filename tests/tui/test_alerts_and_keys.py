@@ -61,6 +61,41 @@ async def test_waiting_agent_is_highlighted_rings_once_and_is_answered(
         agent.stop()
 
 
+async def test_a_command_stopped_by_its_token_budget_is_announced(hub: HubProcess, tmp_path: Path) -> None:
+    agent = start_agent(hub, "claude-budget", kind="claude", workdir=tmp_path)
+    app = make_app(hub)
+    try:
+        async with app.run_test(size=(120, 40)):
+            await wait_for(lambda: agent.agent_id in app.hub.agents, 15, "agent listed")
+            with hub.client() as client:
+                command = client.post(
+                    "/commands",
+                    json={
+                        "content": "use the tools scenario:tools",
+                        "targetAgents": [agent.agent_id],
+                        "executionConstraints": {"tokenBudget": 100},
+                    },
+                ).json()
+                assert wait_command(client, command["id"], 30)["status"] == "CANCELLED"
+
+            def announced() -> list[str]:
+                return [
+                    f"{n.title} | {n.message}" for n in app._notifications if "stopped" in (n.title or "")
+                ]
+
+            notes = await wait_for(announced, 10, "the notification")
+            assert (
+                notes
+                == [
+                    f"Command stopped: token budget | claude-budget: token budget of 100 exceeded "
+                    f"({app.hub.execution(command['id'], agent.agent_id).tokens_used} tokens) "  # type: ignore[union-attr]
+                    f"(command {command['id'][:8]})"
+                ]
+            )
+    finally:
+        agent.stop()
+
+
 async def test_help_command_mode_and_remapped_keys(hub: HubProcess) -> None:
     agent = start_agent(hub, "keys-agent")
     app = make_app(hub, keys={"emergency_stop": "f12", "toggle_grid": "G"})

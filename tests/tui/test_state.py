@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from shared.api import OutputLine
-from shared.enums import AgentType, StreamType
-from shared.protocol import TerminalStream, TerminalStreamPayload
+from shared.enums import AgentType, EndReason, ExecutionStatus, StreamType
+from shared.protocol import CommandStatus, CommandStatusPayload, TerminalStream, TerminalStreamPayload
 from tui.state import HubState
 
 
@@ -58,3 +58,38 @@ def test_a_command_joined_late_is_not_a_gap() -> None:
     state = HubState()
     changes = state.apply([line(500, command="c2")])
     assert not changes.gaps and sequences(state) == [500]
+
+
+def status(
+    value: ExecutionStatus, reason: EndReason | None = None, *, command: str = "c1", age_ms: int = 0
+) -> CommandStatus:
+    event = CommandStatus(
+        payload=CommandStatusPayload(command_id=command, agent_id="a1", status=value, end_reason=reason)
+    )
+    event.timestamp -= age_ms
+    return event
+
+
+def test_failures_and_stops_by_a_limit_are_alerted_once() -> None:
+    state = HubState()
+    running = state.apply([status(ExecutionStatus.EXECUTING)])
+    assert not running.ended
+    budget = state.apply([status(ExecutionStatus.CANCELLED, EndReason.TOKEN_BUDGET)])
+    assert [(s.command_id, s.end_reason) for s in budget.ended] == [("c1", EndReason.TOKEN_BUDGET)]
+    assert not state.apply([status(ExecutionStatus.CANCELLED, EndReason.TOKEN_BUDGET)]).ended  # a repeat
+    failed = state.apply([status(ExecutionStatus.FAILED, EndReason.ERROR, command="c2")])
+    assert [s.command_id for s in failed.ended] == ["c2"]
+
+
+def test_the_users_own_stops_and_old_endings_are_not_alerted() -> None:
+    state = HubState()
+    quiet = state.apply(
+        [
+            status(ExecutionStatus.CANCELLED, EndReason.USER_CANCEL, command="c1"),
+            status(ExecutionStatus.CANCELLED, EndReason.EMERGENCY_STOP, command="c2"),
+            status(ExecutionStatus.COMPLETED, EndReason.FINISHED, command="c3"),
+            # Replayed at start-up or after a reconnect: long over.
+            status(ExecutionStatus.FAILED, EndReason.ERROR, command="c4", age_ms=120_000),
+        ]
+    )
+    assert not quiet.ended and quiet.commands == {"c1", "c2", "c3", "c4"}
