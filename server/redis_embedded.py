@@ -3,14 +3,16 @@ data dir with append-only persistence and a unix socket.
 
 The first process that needs it starts it; every other process (more hubs, workers, token commands)
 finds the socket answering and shares it. The hub that started it stops it on a clean shutdown. One
-that was killed leaves it running (its data stays in memory); the next hub adopts it (the ``owner``
-file names the pid responsible for it) and stops it when it shuts down.
+that was killed leaves it running (its data stays in memory); the next hub adopts it and stops it
+when it shuts down. Who is responsible is an exclusive lock on the ``owner`` file, held for as long
+as that process lives: the kernel drops it when the process dies, whatever becomes of its pid.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -67,38 +69,42 @@ def _gone(socket: Path) -> bool:
     return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # somebody else's process
-    return True
-
-
 class EmbeddedRedis:
     def __init__(self, directory: Path, socket: Path) -> None:
         self.directory = directory
         self.socket = socket
         self.process: subprocess.Popen[bytes] | None = None
-        #: A server left by a hub that died, which this process is now responsible for stopping.
+        #: A server left by a process that died, which this process is now responsible for stopping.
         self.adopted = False
+        #: The owner file, locked, while this process is responsible for the server.
+        self._owner_fd: int | None = None
 
-    @property
-    def _owner_file(self) -> Path:
-        return self.directory / "owner"
+    def _claim(self) -> bool:
+        """Take responsibility for the server unless a live process holds it (best effort: a data
+        dir we cannot write to leaves the server shared and nobody's)."""
+        if self._owner_fd is not None:
+            return True
+        import fcntl
 
-    def _owner(self) -> int | None:
         try:
-            return int(self._owner_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
+            fd = os.open(self.directory / "owner", os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            log.warning("cannot take charge of the embedded redis-server: %s", exc)
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False  # its owner lives
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())  # for people; the lock is what counts
+        self._owner_fd = fd
+        return True
 
-    def _claim(self) -> None:
-        tmp = self._owner_file.with_suffix(".tmp")
-        tmp.write_text(str(os.getpid()))
-        tmp.replace(self._owner_file)
+    def _release(self) -> None:
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
 
     @property
     def url(self) -> str:
@@ -117,9 +123,7 @@ class EmbeddedRedis:
 
             fcntl.flock(fd, fcntl.LOCK_EX)
             if _answers(self.socket):
-                owner = self._owner()
-                if adopt and self.process is None and (owner is None or not _alive(owner)):
-                    self._claim()
+                if adopt and self.process is None and self._owner_fd is None and self._claim():
                     self.adopted = True
                 return self.url
             self.socket.unlink(missing_ok=True)
@@ -166,6 +170,7 @@ class EmbeddedRedis:
                         f"see {self.directory / 'redis.log'}"
                     )
                 if _answers(self.socket):
+                    self._release()  # one adopted before this restart is gone
                     self._claim()
                     self.adopted = False
                     return self.url
@@ -184,10 +189,12 @@ class EmbeddedRedis:
     def stop(self) -> None:
         """Stop the server if this process started or adopted it (saving its data first)."""
         if self.process is None:
-            if self.adopted and self._owner() == os.getpid():
+            if self.adopted:
                 self._shutdown_adopted()
+            self._release()
             return
         if self.process.poll() is not None:
+            self._release()
             return
         try:
             # No retries: the server closing the connection is the answer to SHUTDOWN, and redis-py's
@@ -201,14 +208,23 @@ class EmbeddedRedis:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.process = None
+        self._release()
 
     def _shutdown_adopted(self) -> None:
-        """Not our child: SHUTDOWN SAVE, then wait for the socket to go quiet."""
+        """Not our child: SHUTDOWN SAVE (or, refused, SIGTERM to the pid it reports), then wait for
+        the socket to go quiet."""
+        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5, retry=no_retry())
         try:
-            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5, retry=no_retry())
-            client.shutdown(save=True)
-        except redis.RedisError:
-            pass
+            pid = int(client.info("server")["process_id"])
+            try:
+                client.shutdown(save=True)
+            except redis.RedisError as exc:
+                log.warning("embedded redis-server refused SHUTDOWN (%s); sending SIGTERM", exc)
+                os.kill(pid, signal.SIGTERM)
+        except (redis.RedisError, OSError, KeyError, ValueError):
+            pass  # gone already
+        finally:
+            client.close()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not _gone(self.socket):
             time.sleep(0.05)

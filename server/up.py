@@ -8,6 +8,7 @@ same settings. Ctrl-C stops all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -58,10 +59,10 @@ def exit_text(code: int) -> str:
     """How a process ended, in words: ``subprocess`` gives -N for a signal."""
     if code < 0:
         try:
-            return f"killed by {signal.Signals(-code).name}"
+            return f"was killed by {signal.Signals(-code).name}"
         except ValueError:
-            return f"killed by signal {-code}"
-    return f"with code {code}"
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 class HubSupervisor:
@@ -102,17 +103,22 @@ class HubSupervisor:
             self._exits.append(now)
             if len(self._exits) == HUB_EXITS_PER_MINUTE and now - self._exits[0] < 60:
                 self.say(
-                    f"onsembl up: the hub exited {exit_text(code)}, {HUB_EXITS_PER_MINUTE} times within a "
+                    f"onsembl up: the hub {exit_text(code)}, its {HUB_EXITS_PER_MINUTE}th exit within a "
                     "minute; leaving it down"
                 )
                 self.gave_up.set()
                 return
-            self.say(f"onsembl up: the hub exited {exit_text(code)}; starting it again")
+            self.say(f"onsembl up: the hub {exit_text(code)}; starting it again")
             time.sleep(0.5)  # the old one's socket and port are released
             with self._lock:
                 if self._stopping.is_set():
                     return
                 self.process = self._start()
+
+    def stopping(self) -> None:
+        """No more restarts: everything is about to stop (Ctrl-C reaches the hub too, at once)."""
+        with self._lock:
+            self._stopping.set()
 
     def stop(self) -> None:
         with self._lock:
@@ -144,8 +150,9 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
         if output is None:
             print(text, file=sys.stderr, flush=True)
         else:
-            output.write(text.encode() + b"\n")
-            output.flush()
+            with contextlib.suppress(ValueError):  # closed: up is done
+                output.write(text.encode() + b"\n")
+                output.flush()
 
     hub_argv = [
         _bin("onsembl"),
@@ -184,7 +191,7 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
         deadline = time.monotonic() + 60
         while not port_file.exists():
             if hub.process.poll() is not None:
-                raise SystemExit(f"onsembl up: the hub exited {exit_text(hub.process.returncode)}")
+                raise SystemExit(f"onsembl up: the hub {exit_text(hub.process.returncode)}")
             if time.monotonic() > deadline:
                 raise SystemExit("onsembl up: the hub did not start within 60 s")
             time.sleep(0.1)
@@ -228,6 +235,9 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        # First: the hub may be exiting already (Ctrl-C goes to the whole process group), and must not
+        # be started again while the agents stop.
+        hub.stopping()
         # A second Ctrl-C or SIGTERM must not cut the cleanup short (each child gets SIGKILL after 15 s).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

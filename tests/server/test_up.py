@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import httpx
 import psutil
 
 from server.auth.tokens import TokenKind, mint
+from server.up import HubSupervisor
 from shared.config import Settings
 from tests.harness import BIN, free_port, timeout, wait_until
 
@@ -106,4 +108,52 @@ def test_up_starts_a_hub_that_died_again(tmp_path: Path) -> None:
             "a new hub with the agent back",
         )
     output = up.process.stdout.read() if up.process.stdout else ""
-    assert "the hub exited killed by SIGKILL; starting it again" in output
+    assert "the hub was killed by SIGKILL; starting it again" in output
+    # The new hub adopted the embedded redis-server the killed one left, and stopped it.
+    assert not leftover_redis(up.data)
+
+
+def leftover_redis(data: Path) -> list[int]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(data) in part for part in process.info["cmdline"] or []) and "redis-server" in str(
+            process.info["cmdline"]
+        ):
+            found.append(process.pid)
+    return found
+
+
+def sleeper(say: list[str]) -> HubSupervisor:
+    """A supervisor of a stand-in hub (a process that sleeps), watching it."""
+    argv = [sys.executable, "-c", "import time; time.sleep(60)", "--port", "0"]
+    supervisor = HubSupervisor(argv, dict(os.environ), subprocess.DEVNULL, say.append)
+    supervisor.watch(8700)
+    return supervisor
+
+
+def test_the_supervisor_starts_an_exited_hub_again_on_its_port() -> None:
+    said: list[str] = []
+    supervisor = sleeper(said)
+    first = supervisor.process
+    try:
+        first.kill()
+        wait_until(lambda: supervisor.process is not first, 10, "a new process")
+        assert supervisor.process.args[-2:] == ["--port", "8700"]  # type: ignore[index]
+        assert said == ["onsembl up: the hub was killed by SIGKILL; starting it again"]
+    finally:
+        supervisor.stop()
+    assert supervisor.process.poll() is not None
+
+
+def test_a_hub_exiting_once_stopping_began_is_not_started_again() -> None:
+    # Ctrl-C reaches the hub and the agents at once; up then stops the agents, which can take longer
+    # than the hub takes to exit: that exit is no crash.
+    said: list[str] = []
+    supervisor = sleeper(said)
+    first = supervisor.process
+    supervisor.stopping()
+    first.send_signal(signal.SIGINT)
+    assert supervisor._watcher is not None
+    supervisor._watcher.join(timeout(10))
+    assert not supervisor._watcher.is_alive() and supervisor.process is first and said == []
+    supervisor.stop()

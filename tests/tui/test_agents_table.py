@@ -44,6 +44,7 @@ async def test_the_uptime_column_ticks_for_online_agents(monkeypatch: pytest.Mon
     app = TableApp()
     async with app.run_test(size=(140, 10)) as pilot:
         table = app.query_one(AgentsTable)
+        monkeypatch.setattr(time, "time", lambda: start)  # however long the app took to start
         table.show([agent(AgentStatus.ONLINE, start - 90)])
         await pilot.pause()
         assert table.get_cell("a-1", "uptime") == "2m00s"

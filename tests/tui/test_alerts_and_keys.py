@@ -84,14 +84,10 @@ async def test_a_command_stopped_by_its_token_budget_is_announced(hub: HubProces
                 ]
 
             notes = await wait_for(announced, 10, "the notification")
-            assert (
-                notes
-                == [
-                    f"Command stopped: token budget | claude-budget: token budget of 100 exceeded "
-                    f"({app.hub.execution(command['id'], agent.agent_id).tokens_used} tokens) "  # type: ignore[union-attr]
-                    f"(command {command['id'][:8]})"
-                ]
-            )
+            assert len(notes) == 1
+            # (The count in the hub's reason is the one at the cancel; later usage may add to it.)
+            assert notes[0].startswith("Command stopped: token budget | claude-budget: token budget of 100 ")
+            assert notes[0].endswith(f"(command {command['id'][:8]})")
     finally:
         agent.stop()
 
