@@ -138,6 +138,8 @@ class StreamClient(Protocol):
 
     def deliver_local(self, frame: str) -> None: ...
 
+    def local_caught_up(self, local_relayed: int) -> None: ...
+
 
 class AgentSink(Protocol):
     #: The agent's record, read when it connected (agents are never renamed; what changes is in Redis).
@@ -367,7 +369,7 @@ class Hub:
         if number > self.local_relayed:
             self.local_relayed = number
             for client in list(self.dashboards):
-                client.deliver_many([], number)
+                client.local_caught_up(number)
 
     # ---- agent sockets -------------------------------------------------------------------------
 

@@ -121,10 +121,9 @@ class HubSupervisor:
             self._stopping.set()
 
     def stop(self) -> None:
-        with self._lock:
-            self._stopping.set()
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
+        self.stopping()  # after it, no new hub can start: self.process is the last one
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:

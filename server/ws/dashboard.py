@@ -84,6 +84,11 @@ class DashboardClient:
             self.last_sent = items[-1][0]
         if frames:
             self.conn.send_batchable(frames)
+        self.local_caught_up(local_relayed)
+
+    def local_caught_up(self, local_relayed: int) -> None:
+        """The hub's local events up to ``local_relayed`` went through the relay, or are known
+        dropped: the direct ones held for them can go."""
         if self._catching_up and local_relayed >= self.local_from - 1:
             self._catching_up = False
             waiting, self._waiting_local = self._waiting_local, []

@@ -60,7 +60,7 @@ def test_waiting_output_goes_once_the_hub_knows_the_rest_was_dropped() -> None:
     tui.go_live(local_next=3, local_relayed=1)
     tui.deliver_local("line-3")
     # Number 2 never comes back (the stream dropped it as a replay): the hub says so when idle.
-    tui.deliver_many([], 2)
+    tui.local_caught_up(2)
     assert socket.frames == ["line-3"]
 
 

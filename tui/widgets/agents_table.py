@@ -37,6 +37,13 @@ WIDE_AT = 118
 UPTIME_TICK_S = 1.0
 
 
+def _uptime_cell(agent: Agent) -> str:
+    """Online: how long it has been up (ticking); offline: when it was last seen."""
+    if agent.status is AgentStatus.ONLINE:
+        return fmt.uptime(agent.health.uptime_seconds, agent.last_seen)
+    return fmt.clock(agent.last_seen)
+
+
 def sparkline(values: deque[float]) -> str:
     if not values:
         return ""
@@ -89,7 +96,7 @@ class AgentsTable(DataTable[Text | str]):
         for agent_id in self.order:
             agent = self._agents.get(agent_id)
             if agent is not None and agent.status is AgentStatus.ONLINE:
-                value = fmt.uptime(agent.health.uptime_seconds, agent.last_seen)
+                value = _uptime_cell(agent)
                 if self.get_cell(agent_id, "uptime") != value:
                     self.update_cell(agent_id, "uptime", value)
 
@@ -179,9 +186,7 @@ class AgentsTable(DataTable[Text | str]):
             "mem": fmt.size(health.memory_bytes) if online and health.memory_bytes else "-",
             "tokens": fmt.tokens(health.tokens_used) if health.tokens_used else "-",
             "cost": fmt.cost(health.cost_usd),
-            "uptime": (
-                fmt.uptime(health.uptime_seconds, agent.last_seen) if online else fmt.clock(agent.last_seen)
-            ),
+            "uptime": _uptime_cell(agent),
             "host": agent.host_machine,
         }
         return {key: cells[key] for key, _, _, _ in self._columns()}
