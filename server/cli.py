@@ -95,7 +95,7 @@ def serve(settings: Settings, *, workers: int, port_file: Path | None = None) ->
     config = uvicorn.Config(
         app,
         log_config=None,
-        ws=protocol_class(settings.ws_compression_level),
+        ws=protocol_class(settings.ws_compression_level, direct_receive=settings.ws_direct_receive),
         ws_max_size=MAX_AGENT_MESSAGE_BYTES + 64 * 1024,
         # A TUI or agent that stops reading (or vanished without a FIN) is dropped within 30 s.
         ws_ping_interval=15,

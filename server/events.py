@@ -64,6 +64,11 @@ class EventPublisher:
         """Events queued here that Redis has not taken yet."""
         return len(self._pending)
 
+    @property
+    def has_room(self) -> bool:
+        """Whether an event may be queued now without ``wait_for_room``."""
+        return len(self._pending) < MAX_UNFLUSHED
+
     def start(self) -> None:
         self._room.set()
         self._script = self.redis.register_script(PUBLISH_EVENTS)
@@ -97,7 +102,7 @@ class EventPublisher:
         self._wake.set()
 
     async def wait_for_room(self) -> None:
-        if len(self._pending) >= MAX_UNFLUSHED:
+        if not self.has_room:
             self._room.clear()
             await self._room.wait()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
 from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
@@ -19,6 +20,7 @@ from server.queue import executions
 from server.redis_text import as_text
 from server.services import publish_queues
 from server.ws.connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection, validation_details
+from server.ws.transport import DIRECT_RECEIVE, DirectReceive
 from shared.api import HealthMetrics, Report
 from shared.enums import AckStatus, AgentType, CompletionStatus, EndReason, ErrorCode, ExecutionStatus
 from shared.logs import bind_log_context, log_context
@@ -62,6 +64,10 @@ _COMPLETION = {
 }
 
 
+#: Messages waiting for an agent's session task (``AgentSession.drain``) past which its socket is not
+#: read until they are handled (they wait for Redis, typically).
+BACKLOG_PAUSE = 256
+
 #: A heartbeat whose health is unchanged is announced at least this often (last seen, uptime).
 HEALTH_REFRESH_MS = 5 * 60_000
 
@@ -98,6 +104,12 @@ class AgentSession:
         self.stream_encoder = TerminalStreamEncoder(
             agent_id=self.agent_id, agent_name=row.name, agent_type=self.agent_type
         )
+        #: Messages that wait for this session's task (``drain``), in the order they came. While
+        #: any wait, the messages after them wait too.
+        self._backlog: deque[AgentToHub | AgentReport] = deque()
+        self._backlog_added = asyncio.Event()
+        self._ended = False
+        self._direct: DirectReceive | None = None
 
     # AgentSink
     def forward(self, raw: str) -> None:
@@ -126,17 +138,115 @@ class AgentSession:
             )
         )
 
-    async def receive(self, message: AgentToHub | AgentReport) -> None:
-        """Check that the message speaks for this agent, then handle it; say so when it fails."""
+    # ---- taking frames in -----------------------------------------------------------------------
+
+    def take_frame(self, frame: str) -> None:
+        """Validate a frame and handle its messages in order: output and traces of a known command at
+        once, when the event stream has room (no await needed: the bulk of all messages), the rest
+        through ``drain``. Runs in the transport's callback on the direct path, so it never raises."""
+        try:
+            message = parse_agent_message(frame)
+        except ValidationError as exc:
+            self.conn.send(
+                error(
+                    ErrorCode.INVALID_MESSAGE,
+                    "message does not match the protocol",
+                    details=validation_details(exc),
+                )
+            )
+            return
+        backlog = self._backlog
+        # A batch is handled message by message, in order, as if each had come alone.
+        for item in message.payload.messages if isinstance(message, AgentBatch) else [message]:
+            if backlog or not self._handle_now(item):
+                backlog.append(item)
+        if backlog:
+            self._backlog_added.set()
+            if self._direct is not None and len(backlog) >= BACKLOG_PAUSE:
+                self._direct.pause()
+
+    def _take_direct(self, data: str | bytes) -> None:
+        frame = self.conn.admit(data)
+        if frame is not None:
+            self.take_frame(frame)
+
+    def go_direct(self, direct: DirectReceive) -> None:
+        """Take frames from the transport's callback from now on (``transport.DIRECT_RECEIVE``)."""
+        self._direct = direct
+        direct.attach(self._take_direct)
+
+    async def drain(self) -> None:
+        """Handle the messages that wait, in order."""
+        backlog = self._backlog
+        while backlog:
+            # Left in the backlog while it is handled: what comes meanwhile queues behind it.
+            await self.receive(backlog[0])
+            backlog.popleft()
+        if self._direct is not None:
+            self._direct.resume()
+
+    async def pump(self) -> None:
+        """``drain`` whenever messages wait, until ``end``; then what is left."""
+        while True:
+            await self.drain()
+            if self._ended:
+                return
+            self._backlog_added.clear()
+            await self._backlog_added.wait()
+
+    def end(self) -> None:
+        self._ended = True
+        self._backlog_added.set()
+
+    def _accepted(self, message: AgentToHub | AgentReport) -> bool:
+        """Count the message, and check that it speaks for this agent (say so when it does not)."""
         self.hub.metrics.agent_message(message.type)
         payload_agent = getattr(message.payload, "agent_id", self.agent_id)
         if payload_agent != self.agent_id:
             self.conn.send(
                 error(ErrorCode.AUTH_FAILED, "agentId does not match this connection", request_id=message.id)
             )
+            return False
+        return True
+
+    def _failed(self, message: AgentToHub | AgentReport, command_id: str | None) -> None:
+        log.exception(
+            "agent %s: failed to handle %s (command %s)", self.row.name, message.type, command_id or "-"
+        )
+        self.conn.send(
+            error(ErrorCode.INTERNAL_ERROR, f"the hub failed to handle {message.type}", request_id=message.id)
+        )
+
+    def _handle_now(self, message: AgentToHub | AgentReport) -> bool:
+        """Handle output or a trace without awaiting anything, when that can be done: its command's
+        execution is known here (and, for output, its highest sequence so far), and the event stream
+        has room. False: the message needs ``receive``."""
+        if not isinstance(message, TerminalOutput | TraceEvent):
+            return False
+        hub = self.hub
+        command_id = message.payload.command_id
+        execution_id = self._executions.get(command_id)
+        if execution_id is None or not hub.publisher.has_room:
+            return False
+        output = isinstance(message, TerminalOutput)
+        if output and execution_id not in hub.output_sequences:
+            return False
+        if self._accepted(message):
+            try:
+                if isinstance(message, TerminalOutput):
+                    self._pass_output(message, execution_id)
+                else:
+                    hub.publisher.publish_json(trace_update_json(message.payload))
+            except Exception:
+                self._failed(message, command_id)
+        return True
+
+    async def receive(self, message: AgentToHub | AgentReport) -> None:
+        """Check that the message speaks for this agent, then handle it; say so when it fails."""
+        if not self._accepted(message):
             return
+        command_id = getattr(message.payload, "command_id", None)
         try:
-            command_id = getattr(message.payload, "command_id", None)
             # Output and traces, the bulk of all messages, are handled without a log context: their
             # path logs nothing (an exception below still names the message type and command).
             if command_id is None or isinstance(message, TerminalOutput | TraceEvent):
@@ -145,16 +255,25 @@ class AgentSession:
                 with log_context(command_id=command_id):
                     await self.handle(message)
         except Exception:
-            log.exception(
-                "agent %s: failed to handle %s (command %s)", self.row.name, message.type, command_id or "-"
-            )
-            self.conn.send(
-                error(
-                    ErrorCode.INTERNAL_ERROR,
-                    f"the hub failed to handle {message.type}",
-                    request_id=message.id,
-                )
-            )
+            self._failed(message, command_id)
+
+    def _pass_output(self, message: TerminalOutput, execution_id: str) -> None:
+        """Hand a line to this hub's TUIs (unless the agent sent it before) and to the event stream."""
+        hub = self.hub
+        output = message.payload
+        # The event's JSON straight from the validated message (what the TerminalStream model
+        # serialises to, without building it): this runs for every line of output.
+        frame = self.stream_encoder.encode(output, emitted_at=message.timestamp)
+        local_tag = ""
+        if hub.output_sequences.is_new(execution_id, output.sequence):
+            local_tag = hub.deliver_local(frame)
+        # Also a replay goes to the stream, which drops what it has (by sequence, atomically):
+        # another hub may have lost some of it before it got there.
+        hub.publisher.publish_json(
+            frame, dedupe_key=keys.execution(execution_id), sequence=output.sequence, local_tag=local_tag
+        )
+        content = output.content
+        hub.metrics.output_lines += content.count("\n") + (not content.endswith("\n"))
 
     async def handle(self, message: object) -> None:
         hub = self.hub
@@ -164,25 +283,12 @@ class AgentSession:
             if execution_id is None:
                 await self.unknown_command(output.command_id, message.id)
                 return
-            # The event's JSON straight from the validated message (what the TerminalStream model
-            # serialises to, without building it): this runs for every line of output.
-            frame = self.stream_encoder.encode(output, emitted_at=message.timestamp)
-            dedupe_key = keys.execution(execution_id)
             if execution_id not in hub.output_sequences:
                 # First output here (a new command, or an agent back from another hub or a restart):
                 # what the stream already has, which an agent's replay must not bring twice.
-                last = await hub.redis.hget(dedupe_key, "last_seq")
+                last = await hub.redis.hget(keys.execution(execution_id), "last_seq")
                 hub.output_sequences.record(execution_id, int(last) if last is not None else -1)
-            local_tag = ""
-            if hub.output_sequences.is_new(execution_id, output.sequence):
-                local_tag = hub.deliver_local(frame)
-            # Also a replay goes to the stream, which drops what it has (by sequence, atomically):
-            # another hub may have lost some of it before it got there.
-            hub.publisher.publish_json(
-                frame, dedupe_key=dedupe_key, sequence=output.sequence, local_tag=local_tag
-            )
-            content = output.content
-            hub.metrics.output_lines += content.count("\n") + (not content.endswith("\n"))
+            self._pass_output(message, execution_id)
             await hub.publisher.wait_for_room()
         elif isinstance(message, AgentHeartbeat):
             health = message.payload.health_metrics
@@ -457,24 +563,20 @@ async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
         await asyncio.to_thread(executions.release_pending, hub.redis_sync, row.id)
         await publish_queues(hub, {row.id})
         log.info("agent %s (%s) connected from %s", row.name, row.id, p.host_machine)
-        while True:
-            frame = await conn.receive()
-            if frame is None:
-                break
+        direct: DirectReceive | None = ws.scope.get("extensions", {}).get(DIRECT_RECEIVE)
+        if direct is None:  # another ASGI server: frames come through receive()
+            while (frame := await conn.receive()) is not None:
+                session.take_frame(frame)
+                await session.drain()
+        else:
+            session.go_direct(direct)
+            pump = asyncio.create_task(session.pump(), name=f"agent-{row.name}")
             try:
-                message = parse_agent_message(frame)
-            except ValidationError as exc:
-                conn.send(
-                    error(
-                        ErrorCode.INVALID_MESSAGE,
-                        "message does not match the protocol",
-                        details=validation_details(exc),
-                    )
-                )
-                continue
-            # A batch is handled message by message, in order, as if each had come alone.
-            for item in message.payload.messages if isinstance(message, AgentBatch) else [message]:
-                await session.receive(item)
+                await conn.receive()  # frames go to the session; this returns at the disconnect
+                session.end()
+                await pump  # what came before the disconnect is still handled
+            finally:
+                pump.cancel()
     finally:
         await conn.finish()
         if session is not None and await hub.detach_agent(session.agent_id, session):

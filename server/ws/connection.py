@@ -241,33 +241,48 @@ class Connection:
             if message["type"] == "websocket.disconnect":
                 self.closed.set()
                 return None
-            data = message.get("text")
-            if data is None:
-                raw = message.get("bytes") or b""
-                try:
-                    data = raw.decode()
-                except UnicodeDecodeError:
-                    self.send(error(ErrorCode.INVALID_MESSAGE, "binary frames must be UTF-8 JSON"))
-                    continue
-            # A character is at most 4 bytes in UTF-8: encode only when the text may be too big.
-            if len(data) * 4 > self.max_bytes and len(data.encode()) > self.max_bytes:
+            data = self.admit(message.get("text") or message.get("bytes") or b"")
+            if data is not None:
+                return data
+            if self.closing:
+                return None
+
+    @property
+    def closing(self) -> bool:
+        """Whether the socket is closed or on its way (nothing received counts any more)."""
+        return self.closed.is_set() or self.close_code != 1000
+
+    def admit(self, data: str | bytes) -> str | None:
+        """A received frame as text when it passes the size and rate limits. Otherwise None, and the
+        sender was told: a frame that is not UTF-8 or over the rate is dropped, one too big closes the
+        socket (``closing``)."""
+        if self.closing:
+            return None
+        if isinstance(data, bytes):
+            try:
+                data = data.decode()
+            except UnicodeDecodeError:
+                self.send(error(ErrorCode.INVALID_MESSAGE, "binary frames must be UTF-8 JSON"))
+                return None
+        # A character is at most 4 bytes in UTF-8: encode only when the text may be too big.
+        if len(data) * 4 > self.max_bytes and len(data.encode()) > self.max_bytes:
+            self.send(
+                error(
+                    ErrorCode.INVALID_MESSAGE,
+                    f"message larger than {self.max_bytes} bytes",
+                    recoverable=False,
+                )
+            )
+            self.close(CLOSE_TOO_BIG, "message too big")
+            return None
+        if not self.bucket.allow():
+            if self.bucket.refused % 50 == 1:
                 self.send(
                     error(
-                        ErrorCode.INVALID_MESSAGE,
-                        f"message larger than {self.max_bytes} bytes",
-                        recoverable=False,
+                        ErrorCode.RATE_LIMIT,
+                        f"more than {self.bucket.rate:g} messages/s; messages over the limit are dropped",
+                        details={"dropped": self.bucket.refused},
                     )
                 )
-                self.close(CLOSE_TOO_BIG, "message too big")
-                return None
-            if not self.bucket.allow():
-                if self.bucket.refused % 50 == 1:
-                    self.send(
-                        error(
-                            ErrorCode.RATE_LIMIT,
-                            f"more than {self.bucket.rate:g} messages/s; messages over the limit are dropped",
-                            details={"dropped": self.bucket.refused},
-                        )
-                    )
-                continue
-            return data
+            return None
+        return data
