@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
@@ -93,6 +93,8 @@ class Connection:
         self.close_code = 1000
         self.close_reason = ""
         self._sender: asyncio.Task[None] | None = None
+        #: The batch of stream events queued last, while the sender has not taken it.
+        self._open_batch: list[str] | None = None
         self.on_batch: Callable[[list[str]], str] | None = None
 
     @classmethod
@@ -153,24 +155,37 @@ class Connection:
     def send_raw(self, frame: str, *, batchable: bool = False) -> None:
         self._enqueue(frame, 1, batchable)
 
-    def send_batchable(self, frames: list[str]) -> None:
-        """Queue stream events that may go out together in EVENT_BATCH frames (one queue item)."""
-        self._enqueue(frames, len(frames), True)
-
-    def _enqueue(self, payload: str | list[str], count: int, batchable: bool) -> None:
-        if self.closed.is_set():
+    def send_batchable(self, frames: Sequence[str]) -> None:
+        """Queue stream events that may go out together in EVENT_BATCH frames. Until the sender takes
+        the last batch queued, more events join it: a queue item per loop turn, not per event."""
+        open_batch = self._open_batch
+        if open_batch is not None and self.queued_frames < SEND_QUEUE_LIMIT:
+            open_batch.extend(frames)
+            self.queued_frames += len(frames)
             return
+        batch = list(frames)
+        if self._enqueue(batch, len(batch), True):
+            self._open_batch = batch
+
+    def _enqueue(self, payload: str | list[str], count: int, batchable: bool) -> bool:
+        if self.closed.is_set():
+            return False
         if self.queued_frames >= SEND_QUEUE_LIMIT:
             log.warning("%s is not reading (%d frames queued); dropping it", self.label, self.queued_frames)
             if self.metrics is not None:
                 self.metrics.slow_clients_dropped.labels(self.kind).inc()
             self.close(CLOSE_TRY_AGAIN, "client too slow", drop_pending=True)
-            return
+            return False
         self.queued_frames += count
+        # What comes after this frame must not join a batch queued before it.
+        self._open_batch = None
         self.queue.put_nowait((payload, batchable))
+        return True
 
     def _take(self, payload: str | list[str]) -> list[str]:
-        frames = [payload] if isinstance(payload, str) else list(payload)
+        if payload is self._open_batch:
+            self._open_batch = None  # taken: it no longer grows
+        frames = [payload] if isinstance(payload, str) else payload
         self.queued_frames -= len(frames)
         return frames
 
@@ -209,6 +224,7 @@ class Connection:
             return
         self.close_code = code
         self.close_reason = reason
+        self._open_batch = None  # nothing joins what goes out before the close
         if drop_pending:
             while not self.queue.empty():
                 self.queue.get_nowait()
