@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from server import keys
-from server.queue.scripts import ADVANCE_STATUS, PUBLISH_EVENTS
+from server.queue.scripts import ADVANCE_STATUS, FIELD_SEPARATOR, PUBLISH_EVENTS
 from shared.enums import ExecutionStatus
 from shared.protocol import StreamEnvelope, stream_json
 
@@ -113,11 +113,14 @@ class EventPublisher:
             self._wake.clear()
             while self._pending:
                 batch = self._pending[:PUBLISH_BATCH]
-                args: list[Any] = [self.maxlen]
+                fields: list[str] = []
                 for item in batch:
-                    args.extend((item.dedupe_key, item.sequence, item.data, item.local_tag))
+                    fields.extend((item.dedupe_key, str(item.sequence), item.data, item.local_tag))
+                fields.append("")  # every field is followed by the separator
                 try:
-                    await self._script(keys=[keys.EVENTS_STREAM], args=args)
+                    await self._script(
+                        keys=[keys.EVENTS_STREAM], args=[self.maxlen, FIELD_SEPARATOR.join(fields)]
+                    )
                 except (redis.RedisError, OSError) as exc:
                     # Redis is away: keep the events and try again; they are published in order
                     # once it is back.

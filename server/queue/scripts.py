@@ -5,18 +5,34 @@ Each runs atomically in Redis, so a status change and the event that announces i
 
 from __future__ import annotations
 
-#: Append events to the stream. ARGV[1] = approximate max length, then fours of
-#: (dedupe hash key or '', sequence, event json, local tag or ''). With a key, the event is appended
-#: only if its sequence is above the hash's last_seq: that is how replayed output is dropped. A local
-#: tag (``hub-id:n``) marks an event its hub has already handed to its own TUIs; it is stored as the
+#: What separates the fields of the events given to PUBLISH_EVENTS: JSON text never holds a raw
+#: control character, and keys and local tags are ids.
+FIELD_SEPARATOR = "\x1f"
+
+#: Append events to the stream. ARGV[1] = approximate max length, ARGV[2] = the events, four fields
+#: each, every field followed by FIELD_SEPARATOR: dedupe hash key or '', sequence, event json, local
+#: tag or ''. (One argument, not four per event: redis-py packed each argument into the command in
+#: Python, 6 µs an event, on the hub's event loop.) With a key, the event is appended only if its
+#: sequence is above the hash's last_seq: that is how replayed output is dropped. A local tag
+#: (``hub-id:n``) marks an event its hub has already handed to its own TUIs; it is stored as the
 #: entry's ``l`` field. Returns the number of events appended.
 PUBLISH_EVENTS = """
+local blob = ARGV[2]
+local pos = 1
+local function field()
+  local stop = string.find(blob, '\\31', pos, true)
+  local value = string.sub(blob, pos, stop - 1)
+  pos = stop + 1
+  return value
+end
 local appended = 0
-for i = 2, #ARGV, 4 do
-  local key = ARGV[i]
+while pos <= #blob do
+  local key = field()
+  local seq = tonumber(field())
+  local data = field()
+  local tag = field()
   local ok = true
   if key ~= '' then
-    local seq = tonumber(ARGV[i + 1])
     local last = tonumber(redis.call('HGET', key, 'last_seq') or '-1')
     if seq <= last then
       ok = false
@@ -25,10 +41,10 @@ for i = 2, #ARGV, 4 do
     end
   end
   if ok then
-    if ARGV[i + 3] ~= '' then
-      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[i + 2], 'l', ARGV[i + 3])
+    if tag ~= '' then
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', data, 'l', tag)
     else
-      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[i + 2])
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', data)
     end
     appended = appended + 1
   end

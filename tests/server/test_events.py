@@ -1,0 +1,77 @@
+"""The event publisher against a real Redis: events reach the stream in order with their local tags,
+output the stream already has (by sequence) is dropped, and text with every kind of character comes
+back as it went in."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from server import keys
+from server.events import PUBLISH_BATCH, EventPublisher
+from server.redis_embedded import EmbeddedRedis
+from tests.harness import async_wait_until
+
+
+@pytest.fixture
+async def publisher(tmp_path: Path) -> AsyncIterator[tuple[EventPublisher, aioredis.Redis]]:
+    server = EmbeddedRedis(tmp_path / "redis", tmp_path / "redis" / "r.sock")
+    client = aioredis.Redis.from_url(server.ensure())
+    events = EventPublisher(client, maxlen=100_000)
+    events.start()
+    try:
+        yield events, client
+    finally:
+        await events.stop()
+        await client.aclose()
+        server.stop()
+
+
+async def stream(client: aioredis.Redis) -> list[tuple[str, str | None]]:
+    entries = await client.xrange(keys.EVENTS_STREAM)
+    return [
+        (fields[b"m"].decode(), fields[b"l"].decode() if b"l" in fields else None) for _, fields in entries
+    ]
+
+
+async def test_events_reach_the_stream_in_order_and_replays_are_dropped(
+    publisher: tuple[EventPublisher, aioredis.Redis],
+) -> None:
+    events, client = publisher
+    # More than one Lua call's worth, with a status event (no key) in between.
+    lines = [json.dumps({"n": n, "text": f"line {n}"}) for n in range(PUBLISH_BATCH + 20)]
+    for n, data in enumerate(lines):
+        events.publish_json(data, dedupe_key="onsembl:execution:e1", sequence=n, local_tag=f"hub-1:{n}")
+        if n == 10:
+            events.publish_json('{"status":"EXECUTING"}')
+    await async_wait_until(lambda: events.published == len(lines) + 1 and not events.pending, 10, "publish")
+    got = await stream(client)
+    assert got[11] == ('{"status":"EXECUTING"}', None)
+    del got[11]
+    assert got == [(data, f"hub-1:{n}") for n, data in enumerate(lines)]
+
+    # A replay of lines 5-9 and one new line: only the new one is appended.
+    for n in range(5, 10):
+        events.publish_json(lines[n], dedupe_key="onsembl:execution:e1", sequence=n)
+    events.publish_json('{"n":"new"}', dedupe_key="onsembl:execution:e1", sequence=len(lines))
+    await async_wait_until(lambda: not events.pending, 10, "publish")
+    assert (await stream(client))[-1] == ('{"n":"new"}', None)
+    assert await client.xlen(keys.EVENTS_STREAM) == len(lines) + 2
+    assert await client.hget("onsembl:execution:e1", "last_seq") == str(len(lines)).encode()
+
+
+async def test_any_text_comes_back_as_it_went_in(publisher: tuple[EventPublisher, aioredis.Redis]) -> None:
+    events, client = publisher
+    # JSON escapes control characters (the separator among them); the rest is carried as is.
+    text = "tab\t nul\x00 sep\x1f bell\x07 é 漢字 🙂 \\ \" ' \r\n" + "x" * 70_000
+    data = json.dumps({"content": text}, ensure_ascii=False)
+    events.publish_json(data, dedupe_key="", sequence=0, local_tag="")
+    events.publish_json("{}", dedupe_key="onsembl:execution:e2", sequence=0, local_tag="host.example-1:0")
+    await async_wait_until(lambda: events.published == 2, 10, "publish")
+    got = await stream(client)
+    assert got == [(data, None), ("{}", "host.example-1:0")]
+    assert json.loads(got[0][0])["content"] == text
