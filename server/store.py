@@ -51,6 +51,8 @@ from shared.protocol import (
 log = logging.getLogger(__name__)
 
 BATCH = 500
+#: Events validated between two yields to the event loop.
+PARSE_SLICE = 100
 CLAIM_IDLE_MS = 60_000
 
 
@@ -283,15 +285,18 @@ class Store:
     async def write(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         events: list[StreamEvent] = []
         ids = [entry_id for entry_id, _ in entries]
-        for entry_id, fields in entries:
+        for index, (entry_id, fields) in enumerate(entries, 1):
             # A pending entry the stream has trimmed since comes back without fields: nothing to write.
             data = fields.get(b"m") if fields else None
-            if data is None:
-                continue
-            try:
-                events.append(parse_stream_event(data))
-            except ValidationError as exc:
-                log.error("dropping unreadable event %s: %s", entry_id, exc)
+            if data is not None:
+                try:
+                    events.append(parse_stream_event(data))
+                except ValidationError as exc:
+                    log.error("dropping unreadable event %s: %s", entry_id, exc)
+            if index % PARSE_SLICE == 0:
+                # Let the sockets have the loop between slices: validating a whole batch at once held
+                # it for milliseconds, a delay every line in flight took (the store is not in a hurry).
+                await asyncio.sleep(0)
         if events:
             async with self.sessions() as session, session.begin():
                 await apply(session, events)
