@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 #: Events written by one Lua call at most.
 PUBLISH_BATCH = 500
+#: A Lua call stops taking events once they hold this many characters (the call is one argument,
+#: and Redis refuses arguments over 512 MB; events are up to 1 MiB).
+PUBLISH_MAX_CHARS = 16 * 1024 * 1024
 #: Unflushed events a hub holds before publishers wait for Redis.
 MAX_UNFLUSHED = 20_000
 
@@ -113,6 +116,12 @@ class EventPublisher:
             self._wake.clear()
             while self._pending:
                 batch = self._pending[:PUBLISH_BATCH]
+                size = 0
+                for count, item in enumerate(batch, 1):
+                    size += len(item.data)
+                    if size >= PUBLISH_MAX_CHARS:
+                        del batch[count:]  # the rest goes in the next call
+                        break
                 fields: list[str] = []
                 for item in batch:
                     fields.extend((item.dedupe_key, str(item.sequence), item.data, item.local_tag))

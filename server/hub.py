@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -186,7 +187,9 @@ class Hub:
         self.settings = settings
         self.embedded_workers = embedded_workers
         self._pool: subprocess.Popen[bytes] | None = None
-        self.hub_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        # An id (shared/model.py): it goes into Redis keys and the event stream's local tags.
+        host = re.sub(r"[^A-Za-z0-9_.\-]", "-", socket.gethostname())[:64] or "hub"
+        self.hub_id = f"{host}-{uuid.uuid4().hex[:8]}"
         self.embedded_redis: EmbeddedRedis | None = None
         self.redis_url = ""
         self.redis: aioredis.Redis

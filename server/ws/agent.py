@@ -5,8 +5,10 @@ Redis pub/sub to whichever hub holds the agent's socket."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
+from functools import partial
 
 from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
@@ -19,7 +21,13 @@ from server.hub import Hub
 from server.queue import executions
 from server.redis_text import as_text
 from server.services import publish_queues
-from server.ws.connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection, validation_details
+from server.ws.connection import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_POLICY,
+    Connection,
+    validation_details,
+)
 from server.ws.transport import DIRECT_RECEIVE, DirectReceive
 from shared.api import HealthMetrics, Report
 from shared.enums import AckStatus, AgentType, CompletionStatus, EndReason, ErrorCode, ExecutionStatus
@@ -156,19 +164,27 @@ class AgentSession:
             )
             return
         backlog = self._backlog
-        # A batch is handled message by message, in order, as if each had come alone.
-        for item in message.payload.messages if isinstance(message, AgentBatch) else [message]:
-            if backlog or not self._handle_now(item):
-                backlog.append(item)
-        if backlog:
-            self._backlog_added.set()
-            if self._direct is not None and len(backlog) >= BACKLOG_PAUSE:
-                self._direct.pause()
+        try:
+            # A batch is handled message by message, in order, as if each had come alone.
+            for item in message.payload.messages if isinstance(message, AgentBatch) else [message]:
+                if backlog or not self._handle_now(item):
+                    backlog.append(item)
+        finally:
+            if backlog:
+                self._backlog_added.set()
+                # A read already taken may bring a few more: the pause bounds the backlog, roughly.
+                if self._direct is not None and len(backlog) >= BACKLOG_PAUSE:
+                    self._direct.pause()
 
     def _take_direct(self, data: str | bytes) -> None:
         frame = self.conn.admit(data)
-        if frame is not None:
+        if frame is None:
+            return
+        try:
             self.take_frame(frame)
+        except Exception:  # a bug: say so, and keep the socket (the transport must not see it)
+            log.exception("agent %s: failed to take a frame", self.row.name)
+            self.conn.send(error(ErrorCode.INTERNAL_ERROR, "the hub failed to handle a message"))
 
     def go_direct(self, direct: DirectReceive) -> None:
         """Take frames from the transport's callback from now on (``transport.DIRECT_RECEIVE``)."""
@@ -243,10 +259,10 @@ class AgentSession:
 
     async def receive(self, message: AgentToHub | AgentReport) -> None:
         """Check that the message speaks for this agent, then handle it; say so when it fails."""
-        if not self._accepted(message):
-            return
         command_id = getattr(message.payload, "command_id", None)
         try:
+            if not self._accepted(message):
+                return
             # Output and traces, the bulk of all messages, are handled without a log context: their
             # path logs nothing (an exception below still names the message type and command).
             if command_id is None or isinstance(message, TerminalOutput | TraceEvent):
@@ -490,6 +506,13 @@ async def _connect_message(conn: Connection) -> AgentConnect | None:
     return message
 
 
+def _pump_ended(conn: Connection, pump: asyncio.Task[None]) -> None:
+    """A session's task must not end while its socket is open: its messages would wait for ever."""
+    if not pump.cancelled() and pump.exception() is not None:
+        log.error("agent session failed; closing its socket", exc_info=pump.exception())
+        conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+
+
 @router.websocket("/ws/agent")
 @router.websocket("/ws/agent/{path_agent_id}")
 async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
@@ -571,12 +594,19 @@ async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
         else:
             session.go_direct(direct)
             pump = asyncio.create_task(session.pump(), name=f"agent-{row.name}")
+            pump.add_done_callback(partial(_pump_ended, conn))
             try:
-                await conn.receive()  # frames go to the session; this returns at the disconnect
+                # Frames go to the session from the transport; this returns at the disconnect. (Should
+                # a frame come this way all the same, it is taken in its turn.)
+                while (frame := await conn.receive()) is not None:
+                    session.take_frame(frame)
                 session.end()
-                await pump  # what came before the disconnect is still handled
+                # What came before the disconnect is still handled (a failure was logged already).
+                await asyncio.wait([pump])
             finally:
                 pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pump
     finally:
         await conn.finish()
         if session is not None and await hub.detach_agent(session.agent_id, session):

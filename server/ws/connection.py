@@ -29,6 +29,7 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL_ERROR = 1011
 
 #: Frames queued for a client before it counts as not reading.
 SEND_QUEUE_LIMIT = 10_000
@@ -92,6 +93,8 @@ class Connection:
         self.closed = asyncio.Event()
         self.close_code = 1000
         self.close_reason = ""
+        #: A frame over ``max_bytes`` came: the socket is closing, and nothing more is taken.
+        self.oversize = False
         self._sender: asyncio.Task[None] | None = None
         #: The batch of stream events queued last, while the sender has not taken it.
         self._open_batch: list[str] | None = None
@@ -159,7 +162,7 @@ class Connection:
         """Queue stream events that may go out together in EVENT_BATCH frames. Until the sender takes
         the last batch queued, more events join it: a queue item per loop turn, not per event."""
         open_batch = self._open_batch
-        if open_batch is not None and self.queued_frames < SEND_QUEUE_LIMIT:
+        if open_batch is not None and self.queued_frames < SEND_QUEUE_LIMIT and not self.closed.is_set():
             open_batch.extend(frames)
             self.queued_frames += len(frames)
             return
@@ -214,6 +217,7 @@ class Connection:
             pass
         finally:
             self.closed.set()
+            self._open_batch = None
             with contextlib.suppress(Exception):
                 if self.ws.application_state == WebSocketState.CONNECTED:
                     await self.ws.close(self.close_code, self.close_reason)
@@ -260,19 +264,14 @@ class Connection:
             data = self.admit(message.get("text") or message.get("bytes") or b"")
             if data is not None:
                 return data
-            if self.closing:
+            if self.oversize:
                 return None
-
-    @property
-    def closing(self) -> bool:
-        """Whether the socket is closed or on its way (nothing received counts any more)."""
-        return self.closed.is_set() or self.close_code != 1000
 
     def admit(self, data: str | bytes) -> str | None:
         """A received frame as text when it passes the size and rate limits. Otherwise None, and the
-        sender was told: a frame that is not UTF-8 or over the rate is dropped, one too big closes the
-        socket (``closing``)."""
-        if self.closing:
+        sender was told: a frame that is not UTF-8 or over the rate is dropped; one too big closes the
+        socket, and nothing after it is taken (``oversize``)."""
+        if self.oversize or self.closed.is_set():
             return None
         if isinstance(data, bytes):
             try:
@@ -289,6 +288,7 @@ class Connection:
                     recoverable=False,
                 )
             )
+            self.oversize = True
             self.close(CLOSE_TOO_BIG, "message too big")
             return None
         if not self.bucket.allow():

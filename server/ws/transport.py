@@ -114,13 +114,17 @@ def protocol_class(compression_level: int, *, direct_receive: bool = True) -> ty
             self.frames = []
             if self.close_sent:
                 return  # as uvicorn does: the endpoint is past its close
-            if self.curr_msg_data_type == "text":
-                try:
-                    self._hand_over(data.decode())
-                    return
-                except UnicodeDecodeError:
-                    pass  # the endpoint says what is wrong with it
-            self._hand_over(data)
+            if self.curr_msg_data_type != "text":
+                self._hand_over(data)
+                return
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:  # as uvicorn answers it: close 1007
+                log.warning("a text frame that is not UTF-8; closing the socket")
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+                return
+            self._hand_over(text)
 
         def _hand_over(self, data: str | bytes) -> None:
             assert self.on_frame is not None

@@ -10,12 +10,15 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from websockets.asyncio.client import connect
 
 from shared.api import HealthMetrics
-from shared.enums import CompletionStatus, StreamType
+from shared.enums import AgentType, CompletionStatus, StreamType
 from shared.protocol import (
     AgentBatch,
     AgentBatchPayload,
+    AgentConnect,
+    AgentConnectPayload,
     AgentHeartbeat,
     AgentHeartbeatPayload,
     AgentToHub,
@@ -26,7 +29,7 @@ from shared.protocol import (
 )
 from tests.harness import Dashboard, HubProcess, timeout, wait_command, wait_until
 from tests.reliability.helpers import take_command
-from tests.server.test_bad_input import open_agent
+from tests.server.test_bad_input import closed_with, open_agent
 
 LINES = 300
 
@@ -119,3 +122,44 @@ async def test_frames_are_handled_in_order_and_bad_ones_are_answered(receive_hub
     finally:
         await ws.close()
         await tui.close()
+
+
+async def test_frames_sent_before_the_hub_is_ready_are_taken_in_order(receive_hub: HubProcess) -> None:
+    """Frames right behind AGENT_CONNECT arrive while the hub still sets the agent up: they wait
+    (on the direct path, in uvicorn's queue until the session takes over) and are answered in order."""
+    hub = receive_hub
+    agent_id, token = hub.agent_token("receive-early")
+    heartbeat = AgentHeartbeat(
+        payload=AgentHeartbeatPayload(agent_id="someone-else", health_metrics=HealthMetrics())
+    )
+    async with connect(
+        hub.ws_url + "/ws/agent", additional_headers={"Authorization": f"Bearer {token}"}
+    ) as ws:
+        await ws.send(
+            AgentConnect(payload=AgentConnectPayload(agent_id=agent_id, agent_type=AgentType.SHELL)).to_json()
+        )
+        await ws.send("[]")
+        await ws.send(heartbeat.to_json())
+        await ws.send(AgentBatch(payload=AgentBatchPayload(messages=[heartbeat])).to_json())
+        answers: list[str] = []
+        async with asyncio.timeout(timeout(10)):
+            while len(answers) < 4:
+                message = json.loads(await ws.recv())
+                answers.append(message["payload"].get("code", message["type"]))
+        assert answers == ["SERVER_HEARTBEAT", "INVALID_MESSAGE", "AUTH_FAILED", "AUTH_FAILED"]
+
+
+async def test_a_text_frame_that_is_not_utf8_closes_1007_and_a_binary_one_is_answered(
+    receive_hub: HubProcess,
+) -> None:
+    ws, _ = await open_agent(receive_hub, "receive-bytes")
+    try:
+        await ws.send(b"\xff\xfe{}")  # binary: answered, the socket stays
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout(10)))
+        assert message["type"] == "ERROR" and message["payload"]["code"] == "INVALID_MESSAGE"
+        assert "UTF-8" in message["payload"]["message"]
+        await ws.send(b"\xff\xfe{}", text=True)  # text that is not UTF-8: a protocol error (RFC 6455)
+        code, _ = await closed_with(ws)
+        assert code == 1007
+    finally:
+        await ws.close()

@@ -22,9 +22,13 @@ class Socket:
         self.application_state = WebSocketState.CONNECTED
         self.gate = asyncio.Event()
         self.gate.set()
+        #: The peer is gone: a send fails.
+        self.gone = False
 
     async def send_text(self, text: str) -> None:
         await self.gate.wait()
+        if self.gone:
+            raise RuntimeError("the socket is closed")
         self.sent.append(text)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
@@ -105,4 +109,20 @@ async def test_a_client_that_stops_reading_is_dropped() -> None:
     socket.gate.set()
     await settle()
     assert socket.sent == ["first"] and socket.closed_with == CLOSE_TRY_AGAIN
+    await conn.finish()
+
+
+async def test_nothing_piles_up_for_a_socket_that_is_gone() -> None:
+    conn, socket = open_connection()
+    socket.gate.clear()
+    conn.send_batchable(["a"])
+    await settle()  # taken; its send waits
+    conn.send_batchable(["b"])  # queued behind it
+    socket.gone = True  # the TUI vanished: the send of "a" fails and the sender ends
+    socket.gate.set()
+    await settle()
+    assert conn.closed.is_set()
+    for n in range(100):
+        conn.send_batchable([f"late {n}"])
+    assert conn.queued_frames <= 1
     await conn.finish()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from server import events as server_events
 from server import keys
 from server.events import PUBLISH_BATCH, EventPublisher
 from server.redis_embedded import EmbeddedRedis
@@ -75,3 +76,15 @@ async def test_any_text_comes_back_as_it_went_in(publisher: tuple[EventPublisher
     got = await stream(client)
     assert got == [(data, None), ("{}", "host.example-1:0")]
     assert json.loads(got[0][0])["content"] == text
+
+
+async def test_a_call_stops_taking_events_at_its_size_cap(
+    publisher: tuple[EventPublisher, aioredis.Redis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events, client = publisher
+    monkeypatch.setattr(server_events, "PUBLISH_MAX_CHARS", 100)
+    lines = [json.dumps({"n": n, "pad": "x" * 40}) for n in range(10)]
+    for n, data in enumerate(lines):
+        events.publish_json(data, dedupe_key="onsembl:execution:e3", sequence=n)
+    await async_wait_until(lambda: events.published == len(lines), 10, "publish")
+    assert await stream(client) == [(data, None) for data in lines]
