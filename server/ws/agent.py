@@ -151,7 +151,7 @@ class AgentSession:
     def take_frame(self, frame: str) -> None:
         """Validate a frame and handle its messages in order: output and traces of a known command at
         once, when the event stream has room (no await needed: the bulk of all messages), the rest
-        through ``drain``. Runs in the transport's callback on the direct path, so it never raises."""
+        through ``drain``. On the direct path it runs in the transport's callback (``_take_direct``)."""
         try:
             message = parse_agent_message(frame)
         except ValidationError as exc:
@@ -244,8 +244,7 @@ class AgentSession:
         execution_id = self._executions.get(command_id)
         if execution_id is None or not hub.publisher.has_room:
             return False
-        output = isinstance(message, TerminalOutput)
-        if output and execution_id not in hub.output_sequences:
+        if isinstance(message, TerminalOutput) and execution_id not in hub.output_sequences:
             return False
         if self._accepted(message):
             try:

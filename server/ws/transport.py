@@ -70,8 +70,6 @@ def protocol_class(compression_level: int, *, direct_receive: bool = True) -> ty
                 logger=logging.getLogger("uvicorn.error"),
             )
             self.on_frame: FrameHandler | None = None
-            #: Paused by the endpoint (``pause``), as opposed to uvicorn's pause per queued message.
-            self.held = False
 
         def handle_connect(self, event: Any) -> None:
             super().handle_connect(event)
@@ -90,18 +88,16 @@ def protocol_class(compression_level: int, *, direct_receive: bool = True) -> ty
                     self._hand_over(message.get("text") or message.get("bytes") or b"")
                 else:
                     self.queue.put_nowait(message)  # a disconnect: receive() still says so
-            if self.read_paused and not self.held:
+            if self.read_paused:  # uvicorn's pause for the message it queued last
                 self.read_paused = False
                 self.transport.resume_reading()
 
         def pause(self) -> None:
-            self.held = True
             if not self.read_paused:
                 self.read_paused = True
                 self.transport.pause_reading()
 
         def resume(self) -> None:
-            self.held = False
             if self.read_paused and self.queue.empty():
                 self.read_paused = False
                 self.transport.resume_reading()

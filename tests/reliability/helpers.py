@@ -39,13 +39,14 @@ __all__ = [
     "next_of_type",
     "open_agent",
     "open_dashboard",
+    "output_message",
     "run_one_command",
     "take_command",
 ]
 
 
-def output_frame(command_id: str, agent_id: str, sequence: int, content: str) -> str:
-    """A TERMINAL_OUTPUT frame (stdout)."""
+def output_message(command_id: str, agent_id: str, sequence: int, content: str) -> TerminalOutput:
+    """A TERMINAL_OUTPUT (stdout)."""
     return TerminalOutput(
         payload=TerminalOutputPayload(
             command_id=command_id,
@@ -54,7 +55,12 @@ def output_frame(command_id: str, agent_id: str, sequence: int, content: str) ->
             content=content,
             sequence=sequence,
         )
-    ).to_json()
+    )
+
+
+def output_frame(command_id: str, agent_id: str, sequence: int, content: str) -> str:
+    """A TERMINAL_OUTPUT frame (stdout)."""
+    return output_message(command_id, agent_id, sequence, content).to_json()
 
 
 def figure(name: str, value: Any, unit: str = "") -> None:

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from server.events import MAX_UNFLUSHED
-from shared.enums import StreamType
-from shared.protocol import AgentBatch, AgentBatchPayload, AgentToHub, TerminalOutput, TerminalOutputPayload
+from shared.protocol import AgentBatch, AgentBatchPayload, AgentToHub
 from tests.harness import Dashboard, HubProcess, async_wait_until, timeout, wait_until
-from tests.reliability.helpers import figure, take_command
+from tests.reliability.helpers import figure, output_message, take_command
 from tests.reliability.test_faults import child
 from tests.server.test_bad_input import open_agent
 
@@ -40,15 +39,7 @@ def unread_bytes(local_port: int, peer_port: int) -> int:
 
 def batch(command_id: str, agent_id: str, first: int) -> str:
     lines: list[AgentToHub] = [
-        TerminalOutput(
-            payload=TerminalOutputPayload(
-                command_id=command_id,
-                agent_id=agent_id,
-                stream_type=StreamType.STDOUT,
-                content=f"line {n}\n",
-                sequence=n,
-            )
-        )
+        output_message(command_id, agent_id, n, f"line {n}\n")
         for n in range(first, min(first + BATCH, LINES))
     ]
     return AgentBatch(payload=AgentBatchPayload(messages=lines)).to_json()

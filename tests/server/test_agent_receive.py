@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from shared.api import HealthMetrics
-from shared.enums import AgentType, CompletionStatus, StreamType
+from shared.enums import AgentType, CompletionStatus
 from shared.protocol import (
     AgentBatch,
     AgentBatchPayload,
@@ -25,10 +25,9 @@ from shared.protocol import (
     CommandComplete,
     CommandCompletePayload,
     TerminalOutput,
-    TerminalOutputPayload,
 )
 from tests.harness import Dashboard, HubProcess, timeout, wait_command, wait_until
-from tests.reliability.helpers import take_command
+from tests.reliability.helpers import output_message, take_command
 from tests.server.test_bad_input import closed_with, open_agent
 
 LINES = 300
@@ -55,15 +54,7 @@ async def test_frames_are_handled_in_order_and_bad_ones_are_answered(receive_hub
         cid = await take_command(hub, ws, agent_id)
 
         def line(seq: int) -> TerminalOutput:
-            return TerminalOutput(
-                payload=TerminalOutputPayload(
-                    command_id=cid,
-                    agent_id=agent_id,
-                    stream_type=StreamType.STDOUT,
-                    content=f"line {seq}\n",
-                    sequence=seq,
-                )
-            )
+            return output_message(cid, agent_id, seq, f"line {seq}\n")
 
         heartbeat = AgentHeartbeat(
             payload=AgentHeartbeatPayload(agent_id=agent_id, health_metrics=HealthMetrics(uptime_seconds=1.0))
