@@ -396,6 +396,12 @@ class Hub:
             await self.redis.publish(keys.agent_channel(agent_id), message.model_dump_json(by_alias=True))
         )
 
+    def forward_to_agent(self, agent_id: str, frame: str) -> None:
+        """Hand a hub->agent frame to the agent's socket if it is on this hub. (Should the agent have
+        just gone, whoever waits for its answer sends again: the supervising job does.)"""
+        if (sink := self.agent_sockets.get(agent_id)) is not None:
+            sink.forward(frame)
+
     async def _route_to_agents(self) -> None:
         while True:
             try:
@@ -414,10 +420,7 @@ class Hub:
             if message is None or message.get("type") != "message":
                 continue
             channel = message["channel"].decode()
-            agent_id = channel.rsplit(":", 1)[1]
-            sink = self.agent_sockets.get(agent_id)
-            if sink is not None:
-                sink.forward(message["data"].decode())
+            self.forward_to_agent(channel.rsplit(":", 1)[1], message["data"].decode())
 
     # ---- liveness ------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from server.db.models import AgentRow, CommandRow, ConstraintProfileRow, Executi
 from server.errors import ServiceError, conflict, invalid, not_found
 from server.events import advance_status
 from server.hub import Hub
-from server.queue import executions
+from server.queue import dispatch, executions
 from server.queue.executions import ExecutionSpec, ReorderError
 from server.redis_text import as_text, as_texts
 from shared.api import (
@@ -342,15 +342,18 @@ async def create_command(hub: Hub, actor: str, body: CommandCreate) -> Command:
                 )
             )
     # Committed first: a job that starts at once finds its records.
-    await asyncio.to_thread(executions.create, hub.redis_sync, specs)
-    for spec in specs:
-        await hub.publish(
-            CommandStatus(
-                payload=CommandStatusPayload(
-                    command_id=command_id, agent_id=spec.agent_id, status=ExecutionStatus.QUEUED
-                )
-            )
-        )
+    # An idle agent whose socket is here gets its request at admission (server/queue/dispatch.py),
+    # scheduled from the thread: the thread's return reaches this task a loop turn or two later.
+    loop = asyncio.get_running_loop()
+    await asyncio.to_thread(
+        dispatch.create_and_dispatch,
+        hub.redis_sync,
+        specs,
+        frozenset(s.agent_id for s in specs if s.agent_id in hub.agent_sockets),
+        hub.hub_id,
+        hub.settings.event_stream_maxlen,
+        lambda agent_id, request: loop.call_soon_threadsafe(hub.forward_to_agent, agent_id, request),
+    )
     queues = await publish_queues(hub, {s.agent_id for s in specs})
     await hub.audit(
         actor,

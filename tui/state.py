@@ -219,6 +219,11 @@ class HubState:
             elif isinstance(event, CommandStatus):
                 status = event.payload
                 key = (status.command_id, status.agent_id)
+                known = self.executions.get(key)
+                if known is not None and known.status.rank > status.status.rank:
+                    # A status only moves forward on the hub; one that comes after a later one (two
+                    # writers, two hubs) is stale.
+                    continue
                 if alerted(self.executions.get(key), status) and now_ms() - event.timestamp < ALERT_RECENT_MS:
                     changes.ended.append(status)
                 self.executions[key] = status

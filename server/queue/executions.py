@@ -31,7 +31,7 @@ from server.queue.scripts import REORDER
 from server.redis_text import as_text, as_texts, text_hash
 from shared.api import AgentQueue, QueueItem
 from shared.enums import CommandType, ExecutionStatus
-from shared.protocol import now_ms
+from shared.protocol import CommandStatus, CommandStatusPayload, now_ms
 
 #: Seconds an RQ job may run when the command has no time limit.
 MAX_COMMAND_SECONDS = 24 * 3600
@@ -111,8 +111,11 @@ def queue(conn: redis.Redis) -> Queue:
     return Queue(keys.COMMAND_QUEUE, connection=conn)
 
 
-def create(conn: redis.Redis, specs: Iterable[ExecutionSpec]) -> None:
-    """Record the executions and put each in its agent's queue."""
+def create(conn: redis.Redis, specs: Iterable[ExecutionSpec], maxlen: int) -> list[ExecutionSpec]:
+    """Record the executions, announce them QUEUED and put each in its agent's queue. Returns those
+    admitted at once (their agent was idle): each holds its agent's slot, and its job is on its way to
+    a worker. (Announced here, before the enqueue, so that QUEUED is on the event stream before
+    whatever the dispatch announces.)"""
     specs = list(specs)
     first = int(conn.incrby(keys.ORDER_SEQ, len(specs))) - len(specs) + 1
     pipe = conn.pipeline(transaction=True)
@@ -121,12 +124,18 @@ def create(conn: redis.Redis, specs: Iterable[ExecutionSpec]) -> None:
         pipe.hset(keys.execution(spec.id), mapping=spec.to_hash())
         pipe.sadd(keys.agent_executions(spec.agent_id), spec.id)
         pipe.set(keys.execution_index(spec.command_id, spec.agent_id), spec.id)
+        queued = CommandStatus(
+            payload=CommandStatusPayload(
+                command_id=spec.command_id, agent_id=spec.agent_id, status=ExecutionStatus.QUEUED
+            )
+        )
+        pipe.xadd(keys.EVENTS_STREAM, {"m": queued.to_json()}, maxlen=maxlen, approximate=True)
     pipe.execute()
-    for spec in specs:
-        enqueue(conn, spec)
+    return [spec for spec in specs if enqueue(conn, spec)]
 
 
-def enqueue(conn: redis.Redis, spec: ExecutionSpec) -> None:
+def enqueue(conn: redis.Redis, spec: ExecutionSpec) -> bool:
+    """Put the execution in its agent's RQ queue. True when admitted at once (the agent was idle)."""
     from server.queue.jobs import on_execution_failure, run_execution
 
     job = queue(conn).enqueue(
@@ -146,6 +155,8 @@ def enqueue(conn: redis.Redis, spec: ExecutionSpec) -> None:
         # left the set: no round trip for it on the way to dispatch.
         registry = RateLimitRegistry(keys.rate_limit_key(spec.agent_id), connection=conn)
         conn.zadd(registry.rate_limited_key, {spec.id: spec.score}, xx=True)
+        return False
+    return True
 
 
 def park(conn: redis.Redis, spec: ExecutionSpec) -> None:
@@ -174,23 +185,27 @@ def release_pending(conn: redis.Redis, agent_id: str) -> int:
 
 def cancel_waiting(conn: redis.Redis, spec: ExecutionSpec) -> bool:
     """Take a not-yet-running execution out of its queue. False when it is running (or gone)."""
+    from server.queue import dispatch
+
     if conn.zrem(keys.agent_pending(spec.agent_id), spec.id):
         return True
+    # Admitted and queued is not yet waiting: the hub may have sent the request at admission. The
+    # claim tells, and keeps it from being sent while the job is taken out.
+    if not dispatch.claim(conn, spec.id, dispatch.BY_CANCEL):
+        return False
     try:
         job = Job.fetch(spec.id, connection=conn)
-    except NoSuchJobError:
-        return False
-    if job.get_status() in (
-        JobStatus.RATE_LIMITED,
-        JobStatus.QUEUED,
-        JobStatus.DEFERRED,
-        JobStatus.SCHEDULED,
-    ):
-        try:
+        if job.get_status() in (
+            JobStatus.RATE_LIMITED,
+            JobStatus.QUEUED,
+            JobStatus.DEFERRED,
+            JobStatus.SCHEDULED,
+        ):
             job.cancel()
-        except InvalidJobOperation:
-            return False
-        return True
+            return True
+    except (NoSuchJobError, InvalidJobOperation):
+        pass
+    dispatch.release(conn, spec.id, dispatch.BY_CANCEL)
     return False
 
 

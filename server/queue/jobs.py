@@ -22,18 +22,15 @@ from rq.job import Job, get_current_job
 
 from server import keys
 from server.events import advance_status_sync, publish_sync
-from server.queue import executions
+from server.queue import dispatch, executions
 from server.queue.executions import ExecutionSpec
 from server.redis_text import as_text
-from shared.api import ExecutionConstraints
 from shared.config import Settings
-from shared.enums import CommandType, EndReason, ExecutionStatus
+from shared.enums import EndReason, ExecutionStatus
 from shared.logs import log_context
 from shared.protocol import (
     CommandCancel,
     CommandCancelPayload,
-    CommandRequest,
-    CommandRequestPayload,
     CommandStatus,
     CommandStatusPayload,
     QueueUpdate,
@@ -139,36 +136,26 @@ def _supervise(
     maxlen = settings.event_stream_maxlen
 
     signals = keys.execution_signals(spec.id)
-    request = CommandRequest(
-        payload=CommandRequestPayload(
-            command_id=spec.command_id,
-            content=spec.content,
-            type=CommandType(spec.type),
-            priority=spec.priority,
-            execution_constraints=ExecutionConstraints(
-                time_limit_ms=spec.time_limit_ms, token_budget=spec.token_budget
-            ),
-        )
-    ).to_json()
+    request = dispatch.command_request(spec)
     conn.zadd(keys.SUPERVISED, {spec.id: now_ms()})
-    delivered = conn.publish(keys.agent_channel(spec.agent_id), request)
     if not resuming:
-        if delivered == 0:
-            # No hub holds the agent's socket right now: wait for it like for an offline agent.
-            executions.park(conn, spec)
+        if dispatch.claim(conn, spec.id, dispatch.BY_JOB):
+            if conn.publish(keys.agent_channel(spec.agent_id), request) == 0:
+                # No hub holds the agent's socket right now: wait for it like for an offline agent.
+                dispatch.release(conn, spec.id, dispatch.BY_JOB)
+                executions.park(conn, spec)
+                publish_queue(conn, spec.agent_id, maxlen)
+                return "parked"
+            dispatch.mark_dispatched(conn, spec, maxlen)
             publish_queue(conn, spec.agent_id, maxlen)
-            return "parked"
+        # Otherwise the hub sent it at admission (or a cancel is taking it out): supervise only.
         dispatched_at = now_ms()
-        advance_status_sync(
-            conn,
-            spec.id,
-            ExecutionStatus.DISPATCHED,
-            _status_event(spec, ExecutionStatus.DISPATCHED, queue_position=0, started_at=dispatched_at),
-            maxlen,
-            started_at=dispatched_at,
-        )
-        publish_queue(conn, spec.agent_id, maxlen)
     else:
+        # A new supervisor after a lost worker sends again (the agent drops a request it has); the
+        # first supervisor of a request the hub sent at admission does not.
+        restarted = int(state.get("supervisor_restarts") or 0) > 0
+        if restarted or not dispatch.dispatcher(state).startswith(dispatch.HUB_PREFIX):
+            conn.publish(keys.agent_channel(spec.agent_id), request)
         dispatched_at = int(state.get("started_at") or now_ms())
 
     start = time.monotonic()
@@ -195,7 +182,7 @@ def _supervise(
         conn.zadd(keys.SUPERVISED, {spec.id: now_ms()})
         now = time.monotonic()
         wakeups = [next_agent_check]
-        if not acked:
+        if not acked and cancel is None:
             wakeups.append(last_send + settings.dispatch_retry_s)
         if deadline is not None and cancel is None:
             wakeups.append(deadline)
@@ -254,7 +241,7 @@ def _supervise(
                         maxlen,
                     )
                     return "agent-lost"
-        if not acked and now - last_send >= settings.dispatch_retry_s:
+        if not acked and cancel is None and now - last_send >= settings.dispatch_retry_s:
             # The agent drops a request it already has, so sending again is safe.
             if conn.publish(keys.agent_channel(spec.agent_id), request):
                 last_send = now

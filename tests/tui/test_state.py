@@ -93,3 +93,13 @@ def test_the_users_own_stops_and_old_endings_are_not_alerted() -> None:
         ]
     )
     assert not quiet.ended and quiet.commands == {"c1", "c2", "c3", "c4"}
+
+
+def test_a_status_that_comes_after_a_later_one_is_stale() -> None:
+    state = HubState()
+    state.apply([status(ExecutionStatus.DISPATCHED)])
+    stale = state.apply([status(ExecutionStatus.QUEUED)])
+    assert state.execution("c1", "a1").status is ExecutionStatus.DISPATCHED  # type: ignore[union-attr]
+    assert not stale.commands
+    state.apply([status(ExecutionStatus.EXECUTING)])
+    assert state.execution("c1", "a1").status is ExecutionStatus.EXECUTING  # type: ignore[union-attr]

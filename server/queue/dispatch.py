@@ -1,0 +1,148 @@
+"""Who sends an execution's first COMMAND_REQUEST: the hub at admission, or the job when it starts.
+
+RQ admits an execution (``RateLimit(key=agent, concurrency=1)``) the moment it is enqueued when the
+agent is idle. The job that supervises it starts a few milliseconds later, in a worker process, and
+its request then takes another hop through Redis pub/sub to the hub holding the agent's socket. When
+that hub is the one that just enqueued the command, it sends the request itself at admission, and the
+job only supervises (acknowledgement, resends, time limit, cancel). That saves the job's start and the
+pub/sub hop on the way to the agent, about a third of the dispatch time.
+
+Exactly one side sends the first request: each claims the execution's ``dispatcher`` field
+(``HSETNX``) before it sends. The hub claims only while the execution is still queued, its agent
+online and neither paused nor stopped, and some RQ worker is registered to supervise it. A cancel of a
+waiting execution claims the field too, so that nothing dispatches what is being taken out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+import redis
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+
+from server import keys
+from server.events import advance_status_sync
+from server.queue import executions
+from server.queue.executions import ExecutionSpec
+from shared.api import ExecutionConstraints
+from shared.enums import CommandType, ExecutionStatus
+from shared.protocol import CommandRequest, CommandRequestPayload, CommandStatus, CommandStatusPayload, now_ms
+
+#: The ``dispatcher`` values. A hub writes ``HUB_PREFIX + hub id``.
+HUB_PREFIX = "hub:"
+BY_JOB = "job"
+BY_CANCEL = "cancel"
+
+#: KEYS[1] = execution hash, KEYS[2] = online agents, KEYS[3] = paused, KEYS[4] = stopped,
+#: KEYS[5] = the RQ workers of the command queue. ARGV[1] = agent id, ARGV[2] = the hub's claim.
+#: Returns 1 when the hub may send the request.
+CLAIM_FOR_HUB = """
+if tonumber(redis.call('HGET', KEYS[1], 'rank') or '-1') ~= 0 then
+  return 0
+end
+if redis.call('HEXISTS', KEYS[1], 'dispatcher') == 1 then
+  return 0
+end
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  return 0
+end
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 or redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then
+  return 0
+end
+if redis.call('SCARD', KEYS[5]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'dispatcher', ARGV[2])
+return 1
+"""
+
+#: KEYS[1] = execution hash, ARGV[1] = the claim to drop (only if it is still that one).
+RELEASE = """
+if redis.call('HGET', KEYS[1], 'dispatcher') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'dispatcher')
+end
+return 0
+"""
+
+
+def command_request(spec: ExecutionSpec) -> str:
+    """The COMMAND_REQUEST for an execution, as sent to its agent."""
+    return CommandRequest(
+        payload=CommandRequestPayload(
+            command_id=spec.command_id,
+            content=spec.content,
+            type=CommandType(spec.type),
+            priority=spec.priority,
+            execution_constraints=ExecutionConstraints(
+                time_limit_ms=spec.time_limit_ms, token_budget=spec.token_budget
+            ),
+        )
+    ).to_json()
+
+
+def claim_for_hub(conn: redis.Redis, spec: ExecutionSpec, hub_id: str) -> bool:
+    script = conn.register_script(CLAIM_FOR_HUB)
+    claimed = script(
+        keys=[
+            keys.execution(spec.id),
+            keys.ONLINE_AGENTS,
+            keys.PAUSED_AGENTS,
+            keys.STOPPED_AGENTS,
+            WORKERS_BY_QUEUE_KEY % keys.COMMAND_QUEUE,
+        ],
+        args=[spec.agent_id, HUB_PREFIX + hub_id],
+    )
+    return int(claimed) == 1
+
+
+def claim(conn: redis.Redis, execution_id: str, by: str) -> bool:
+    """Claim the first request for the job (``BY_JOB``) or a cancel (``BY_CANCEL``)."""
+    return bool(conn.hsetnx(keys.execution(execution_id), "dispatcher", by))
+
+
+def release(conn: redis.Redis, execution_id: str, by: str) -> None:
+    """Give up a claim that did not dispatch (the agent went away; the cancel came too late)."""
+    conn.register_script(RELEASE)(keys=[keys.execution(execution_id)], args=[by])
+
+
+def dispatcher(state: dict[str, str]) -> str:
+    return state.get("dispatcher", "")
+
+
+def dispatched_event(spec: ExecutionSpec, at: int) -> CommandStatus:
+    return CommandStatus(
+        payload=CommandStatusPayload(
+            command_id=spec.command_id,
+            agent_id=spec.agent_id,
+            status=ExecutionStatus.DISPATCHED,
+            queue_position=0,
+            started_at=at,
+        )
+    )
+
+
+def mark_dispatched(conn: redis.Redis, spec: ExecutionSpec, maxlen: int) -> None:
+    at = now_ms()
+    advance_status_sync(
+        conn, spec.id, ExecutionStatus.DISPATCHED, dispatched_event(spec, at), maxlen, started_at=at
+    )
+
+
+def create_and_dispatch(
+    conn: redis.Redis,
+    specs: list[ExecutionSpec],
+    local_agents: Collection[str],
+    hub_id: str,
+    maxlen: int,
+    send: Callable[[str, str], object],
+) -> int:
+    """Create the executions (``executions.create``: QUEUED); of those admitted at once whose agent's socket
+    is on this hub, claim the first request and hand it to ``send(agent_id, request)`` (which runs in
+    this thread: it is to schedule the send on the hub's loop). Returns how many were sent."""
+    sent = 0
+    for spec in executions.create(conn, specs, maxlen):
+        if spec.agent_id in local_agents and claim_for_hub(conn, spec, hub_id):
+            mark_dispatched(conn, spec, maxlen)
+            send(spec.agent_id, command_request(spec))
+            sent += 1
+    return sent

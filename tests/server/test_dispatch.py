@@ -1,0 +1,237 @@
+"""Who sends an execution's first COMMAND_REQUEST, against a real Redis and real RQ queues: the hub at
+admission only when it may (its agent idle, online, not paused or stopped, a worker registered), the
+job otherwise, never both; and a cancel of a waiting execution keeps both from sending it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from rq import Queue
+from rq.job import Job, JobStatus
+from websockets.asyncio.client import ClientConnection
+
+from server import keys
+from server.queue import dispatch, executions
+from server.queue.executions import ExecutionSpec
+from server.redis_embedded import EmbeddedRedis
+from server.worker import SupervisorWorker
+from shared.enums import AckStatus, CompletionStatus
+from shared.protocol import CommandAck, CommandAckPayload, CommandComplete, CommandCompletePayload
+from tests.harness import HubProcess, timeout, wait_command
+from tests.reliability.helpers import keep_beating
+from tests.server.test_bad_input import open_agent
+
+HUB = "hub-a"
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    path = tmp_path_factory.mktemp("redis")
+    server = EmbeddedRedis(path, path / "r.sock")
+    yield server.ensure()
+    server.stop()
+
+
+@pytest.fixture
+def conn(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def worker(conn: redis.Redis) -> SupervisorWorker:
+    """A registered RQ worker of the command queue (not working: nothing here runs the jobs)."""
+    registered = SupervisorWorker([Queue(keys.COMMAND_QUEUE, connection=conn)], connection=conn)
+    registered.register_birth()  # type: ignore[no-untyped-call]
+    return registered
+
+
+def online(conn: redis.Redis, *agent_ids: str) -> None:
+    for agent_id in agent_ids:
+        conn.zadd(keys.ONLINE_AGENTS, {agent_id: 1})
+
+
+def spec(command_id: str, agent_id: str = "agent-1") -> ExecutionSpec:
+    return ExecutionSpec(
+        id=command_id,
+        command_id=command_id,
+        agent_id=agent_id,
+        agent_name=agent_id,
+        content=f"echo {command_id}",
+        type="NATURAL",
+        priority=50,
+        created_at=1,
+        time_limit_ms=5000,
+    )
+
+
+class Sent(list[tuple[str, str]]):
+    def __call__(self, agent_id: str, request: str) -> None:
+        self.append((agent_id, request))
+
+
+def create(conn: redis.Redis, specs: list[ExecutionSpec], local: set[str]) -> Sent:
+    sent = Sent()
+    count = dispatch.create_and_dispatch(conn, specs, local, HUB, 1000, sent)
+    assert count == len(sent)
+    return sent
+
+
+def statuses(conn: redis.Redis) -> list[tuple[str, str]]:
+    events = [json.loads(fields[b"m"]) for _, fields in conn.xrange(keys.EVENTS_STREAM)]
+    return [
+        (e["payload"]["commandId"], e["payload"]["status"]) for e in events if e["type"] == "COMMAND_STATUS"
+    ]
+
+
+def test_the_hub_sends_the_request_of_an_idle_local_agent_at_admission(
+    conn: redis.Redis, worker: SupervisorWorker
+) -> None:
+    online(conn, "agent-1")
+    sent = create(conn, [spec("c1"), spec("c2")], {"agent-1"})
+    # c1 was admitted (the agent was idle); c2 waits behind it, for the job of c1 to end.
+    assert [(agent, json.loads(request)["payload"]["commandId"]) for agent, request in sent] == [
+        ("agent-1", "c1")
+    ]
+    request = json.loads(sent[0][1])
+    assert request["type"] == "COMMAND_REQUEST"
+    assert request["payload"]["content"] == "echo c1"
+    assert request["payload"]["executionConstraints"]["timeLimitMs"] == 5000
+    state = conn.hgetall(keys.execution("c1"))
+    assert state[b"status"] == b"DISPATCHED" and state[b"dispatcher"] == f"hub:{HUB}".encode()
+    assert int(state[b"started_at"]) > 0
+    # QUEUED goes on the event stream first, with the records.
+    assert statuses(conn) == [("c1", "QUEUED"), ("c2", "QUEUED"), ("c1", "DISPATCHED")]
+    assert conn.hget(keys.execution("c2"), "dispatcher") is None
+    assert Job.fetch("c2", connection=conn).get_status() == JobStatus.RATE_LIMITED
+    # The job still runs to supervise c1, and does not send it again: its claim fails.
+    assert Job.fetch("c1", connection=conn).get_status() == JobStatus.QUEUED
+    assert not dispatch.claim(conn, "c1", dispatch.BY_JOB)
+
+
+@pytest.mark.parametrize("why", ["elsewhere", "offline", "paused", "stopped", "no-worker"])
+def test_the_hub_leaves_the_request_to_the_job(conn: redis.Redis, why: str) -> None:
+    if why != "no-worker":
+        SupervisorWorker([Queue(keys.COMMAND_QUEUE, connection=conn)], connection=conn).register_birth()  # type: ignore[no-untyped-call]
+    if why != "offline":
+        online(conn, "agent-1")
+    if why == "paused":
+        conn.sadd(keys.PAUSED_AGENTS, "agent-1")
+    if why == "stopped":
+        conn.sadd(keys.STOPPED_AGENTS, "agent-1")
+    sent = create(conn, [spec("c1")], set() if why == "elsewhere" else {"agent-1"})
+    assert sent == []
+    assert conn.hget(keys.execution("c1"), "status") == b"QUEUED"
+    assert statuses(conn) == [("c1", "QUEUED")]
+    # The job takes it (and parks it where the agent cannot run it).
+    assert dispatch.claim(conn, "c1", dispatch.BY_JOB)
+
+
+def test_a_cancel_and_a_dispatch_never_both_take_an_execution(
+    conn: redis.Redis, worker: SupervisorWorker
+) -> None:
+    online(conn, "agent-1", "agent-2")
+    # Dispatched by the hub: it runs, so a cancel is an interrupt, not a dequeue.
+    create(conn, [spec("c1")], {"agent-1"})
+    assert not executions.cancel_waiting(conn, spec("c1"))
+    assert Job.fetch("c1", connection=conn).get_status() == JobStatus.QUEUED
+    # Admitted but not yet dispatched (the agent is on another hub): the cancel takes it out, and
+    # neither the hub nor the job may send it after.
+    create(conn, [spec("c2", "agent-2")], set())
+    assert executions.cancel_waiting(conn, spec("c2", "agent-2"))
+    assert Job.fetch("c2", connection=conn).get_status() == JobStatus.CANCELED
+    assert not dispatch.claim_for_hub(conn, spec("c2", "agent-2"), HUB)
+    assert not dispatch.claim(conn, "c2", dispatch.BY_JOB)
+
+
+def test_a_cancel_that_comes_too_late_gives_its_claim_back(
+    conn: redis.Redis, worker: SupervisorWorker
+) -> None:
+    online(conn, "agent-1")
+    create(conn, [spec("c1")], set())
+    job = Job.fetch("c1", connection=conn)
+    job.set_status(JobStatus.STARTED)  # a worker has taken the job, before its own claim
+    assert not executions.cancel_waiting(conn, spec("c1"))
+    assert conn.hget(keys.execution("c1"), "dispatcher") is None
+    assert dispatch.claim(conn, "c1", dispatch.BY_JOB)
+
+
+def test_a_claim_is_released_only_by_its_holder(conn: redis.Redis, worker: SupervisorWorker) -> None:
+    online(conn, "agent-1")
+    create(conn, [spec("c1")], {"agent-1"})
+    dispatch.release(conn, "c1", dispatch.BY_JOB)
+    assert conn.hget(keys.execution("c1"), "dispatcher") == f"hub:{HUB}".encode()
+
+
+# ---- through a real hub: its agent socket, its RQ workers ----------------------------------------
+
+
+def ack(command_id: str, agent_id: str) -> str:
+    return CommandAck(
+        payload=CommandAckPayload(command_id=command_id, agent_id=agent_id, status=AckStatus.EXECUTING)
+    ).to_json()
+
+
+def complete(command_id: str, agent_id: str) -> str:
+    return CommandComplete(
+        payload=CommandCompletePayload(
+            command_id=command_id, agent_id=agent_id, status=CompletionStatus.COMPLETED, output_lines=0
+        )
+    ).to_json()
+
+
+async def next_request(ws: ClientConnection, seconds: float) -> tuple[float, dict[str, Any]]:
+    """The next COMMAND_REQUEST payload and when it came (monotonic)."""
+    deadline = time.monotonic() + timeout(seconds)
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
+        if message["type"] == "COMMAND_REQUEST":
+            return time.monotonic(), message["payload"]
+
+
+async def no_request(ws: ClientConnection, seconds: float) -> None:
+    try:
+        _, payload = await next_request(ws, seconds)
+    except TimeoutError:
+        return
+    raise AssertionError(f"a COMMAND_REQUEST came again: {payload}")
+
+
+async def test_an_idle_agent_gets_its_request_once_and_the_job_supervises_it(hub: HubProcess) -> None:
+    ws, agent_id = await open_agent(hub, "dispatch-once")
+    beats = keep_beating(ws, agent_id)
+    retry_s = hub.settings.dispatch_retry_s
+    try:
+        with (
+            hub.client() as client,
+            redis.Redis(unix_socket_path=str(hub.settings.embedded_redis_socket)) as conn,
+        ):
+            for n in range(3):
+                response = client.post("/commands", json={"content": f"c{n}", "targetAgents": [agent_id]})
+                assert response.status_code == 201, response.text
+                command_id = response.json()["id"]
+                first_at, first = await next_request(ws, 10)
+                assert first["commandId"] == command_id
+                dispatcher = conn.hget(keys.execution(command_id), "dispatcher")
+                assert dispatcher is not None and dispatcher.startswith(b"hub:")
+                if n == 0:
+                    # Not acknowledged: the supervising job sends it again after the retry interval,
+                    # which shows it supervises what the hub sent (and did not send it at its start).
+                    again_at, again = await next_request(ws, 10)
+                    assert again["commandId"] == command_id
+                    assert again_at - first_at > 0.8 * retry_s
+                await ws.send(ack(command_id, agent_id))
+                await no_request(ws, 2.5 * retry_s)
+                await ws.send(complete(command_id, agent_id))
+                assert wait_command(client, command_id, 20)["status"] == "COMPLETED"
+    finally:
+        beats.cancel()
+        await ws.close()
