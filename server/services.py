@@ -7,7 +7,6 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import cast
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -198,25 +197,32 @@ class _Target:
     last_seen: int | None
 
 
-async def _resolve_targets(hub: Hub, session: AsyncSession, body: CommandCreate) -> list[_Target]:
+async def _resolve_targets(
+    hub: Hub, session: AsyncSession, body: CommandCreate
+) -> tuple[list[_Target], bytes | None]:
+    """The command's agents, and the constraint profiles' version (read in the same round trip: see
+    ``_default_constraints``)."""
+    pipe = hub.redis.pipeline(transaction=False)
+    pipe.get(keys.PROFILES_VERSION)
     if body.broadcast:
-        online = as_texts(await hub.redis.zrange(keys.ONLINE_AGENTS, 0, -1))
-        stopped = set(as_texts(await hub.redis.smembers(keys.STOPPED_AGENTS)))
-        ids = [a for a in online if a not in stopped]
+        pipe.zrange(keys.ONLINE_AGENTS, 0, -1)
+        pipe.smembers(keys.STOPPED_AGENTS)
+        version, online, stopped = await pipe.execute()
+        stopped_ids = set(as_texts(stopped))
+        ids = [a for a in as_texts(online) if a not in stopped_ids]
         if not ids:
             raise ServiceError(ErrorCode.AGENT_OFFLINE, "broadcast: no agent is online", 409)
         rows = (
             await session.execute(select(AgentRow).where(AgentRow.id.in_(ids)).order_by(AgentRow.name))
         ).scalars()
-        return [_Target(r.id, r.name, True, r.last_seen) for r in rows]
+        return [_Target(r.id, r.name, True, r.last_seen) for r in rows], version
     assert body.target_agents
     # An agent that has connected since Redis started has its name there: one round trip for all
     # the targets instead of a database read and a Redis read each (this is on the way to dispatch).
-    pipe = hub.redis.pipeline(transaction=False)
     for ident in body.target_agents:
         pipe.hmget(keys.agent(ident), ["name", "last_seen"])
         pipe.zscore(keys.ONLINE_AGENTS, ident)
-    live = await pipe.execute()
+    version, *live = await pipe.execute()
     targets = []
     for index, ident in enumerate(body.target_agents):
         (name, last_seen), score = live[2 * index], live[2 * index + 1]
@@ -244,10 +250,12 @@ async def _resolve_targets(hub: Hub, session: AsyncSession, body: CommandCreate)
                 409,
                 {"offline": [{"id": t.id, "name": t.name, "lastSeen": t.last_seen} for t in offline]},
             )
-    return targets
+    return targets, version
 
 
-async def _constraints(hub: Hub, session: AsyncSession, body: CommandCreate) -> ExecutionConstraints:
+async def _constraints(
+    hub: Hub, session: AsyncSession, body: CommandCreate, profiles_version: bytes | None
+) -> ExecutionConstraints:
     given = body.execution_constraints or ExecutionConstraints()
     if body.constraint_profile_id:
         profile = await session.get(ConstraintProfileRow, body.constraint_profile_id)
@@ -255,7 +263,7 @@ async def _constraints(hub: Hub, session: AsyncSession, body: CommandCreate) -> 
             raise not_found("constraint profile", body.constraint_profile_id)
         defaults: ExecutionConstraints | None = _limits(profile)
     else:
-        defaults = await _default_constraints(hub, session)
+        defaults = await _default_constraints(hub, session, profiles_version)
     if defaults is None:
         return given
     return ExecutionConstraints(
@@ -264,10 +272,11 @@ async def _constraints(hub: Hub, session: AsyncSession, body: CommandCreate) -> 
     )
 
 
-async def _default_constraints(hub: Hub, session: AsyncSession) -> ExecutionConstraints | None:
+async def _default_constraints(
+    hub: Hub, session: AsyncSession, version: bytes | None
+) -> ExecutionConstraints | None:
     """The default profile's limits, read from the database only when a profile was created since
-    (any hub bumps the version in Redis): every command needs them, and they seldom change."""
-    version = cast("bytes | None", await hub.redis.get(keys.PROFILES_VERSION))
+    (any hub bumps ``version`` in Redis): every command needs them, and they seldom change."""
     cached = hub.default_constraints
     if cached is not None and cached[0] == version:
         return cached[1]
@@ -287,8 +296,8 @@ async def create_command(hub: Hub, actor: str, body: CommandCreate) -> Command:
     command_id = str(uuid.uuid4())
     created = now_ms()
     async with hub.sessions() as session, session.begin():
-        targets = await _resolve_targets(hub, session, body)
-        constraints = await _constraints(hub, session, body)
+        targets, profiles_version = await _resolve_targets(hub, session, body)
+        constraints = await _constraints(hub, session, body, profiles_version)
         if body.preset_id:
             result = await session.execute(
                 update(PresetRow)

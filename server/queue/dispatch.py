@@ -33,10 +33,13 @@ HUB_PREFIX = "hub:"
 BY_JOB = "job"
 BY_CANCEL = "cancel"
 
+#: Claim the first request for a hub and mark the execution DISPATCHED, in one step. (The events
+#: that announce it follow the send: see ``create_and_dispatch``.)
 #: KEYS[1] = execution hash, KEYS[2] = online agents, KEYS[3] = paused, KEYS[4] = stopped,
-#: KEYS[5] = the RQ workers of the command queue. ARGV[1] = agent id, ARGV[2] = the hub's claim.
-#: Returns 1 when the hub may send the request.
-CLAIM_FOR_HUB = """
+#: KEYS[5] = the RQ workers of the command queue. ARGV[1] = agent id, ARGV[2] = the hub's claim,
+#: ARGV[3] = started at (ms), ARGV[4] = DISPATCHED, ARGV[5] = its rank. Returns 1 when the hub is to
+#: send the request.
+DISPATCH_BY_HUB = """
 if tonumber(redis.call('HGET', KEYS[1], 'rank') or '-1') ~= 0 then
   return 0
 end
@@ -52,10 +55,9 @@ end
 if redis.call('SCARD', KEYS[5]) == 0 then
   return 0
 end
-redis.call('HSET', KEYS[1], 'dispatcher', ARGV[2])
+redis.call('HSET', KEYS[1], 'dispatcher', ARGV[2], 'status', ARGV[4], 'rank', ARGV[5], 'started_at', ARGV[3])
 return 1
 """
-
 #: KEYS[1] = execution hash, ARGV[1] = the claim to drop (only if it is still that one).
 RELEASE = """
 if redis.call('HGET', KEYS[1], 'dispatcher') == ARGV[1] then
@@ -80,8 +82,11 @@ def command_request(spec: ExecutionSpec) -> str:
     ).to_json()
 
 
-def claim_for_hub(conn: redis.Redis, spec: ExecutionSpec, hub_id: str) -> bool:
-    script = conn.register_script(CLAIM_FOR_HUB)
+def dispatch_by_hub(conn: redis.Redis, spec: ExecutionSpec, hub_id: str) -> int | None:
+    """Claim the first request for this hub and mark the execution DISPATCHED, if the hub may send
+    it. Returns when it was dispatched (ms), or None."""
+    at = now_ms()
+    script = conn.register_script(DISPATCH_BY_HUB)
     claimed = script(
         keys=[
             keys.execution(spec.id),
@@ -90,9 +95,15 @@ def claim_for_hub(conn: redis.Redis, spec: ExecutionSpec, hub_id: str) -> bool:
             keys.STOPPED_AGENTS,
             WORKERS_BY_QUEUE_KEY % keys.COMMAND_QUEUE,
         ],
-        args=[spec.agent_id, HUB_PREFIX + hub_id],
+        args=[
+            spec.agent_id,
+            HUB_PREFIX + hub_id,
+            at,
+            ExecutionStatus.DISPATCHED.value,
+            ExecutionStatus.DISPATCHED.rank,
+        ],
     )
-    return int(claimed) == 1
+    return at if int(claimed) == 1 else None
 
 
 def claim(conn: redis.Redis, execution_id: str, by: str) -> bool:
@@ -107,6 +118,14 @@ def release(conn: redis.Redis, execution_id: str, by: str) -> None:
 
 def dispatcher(state: dict[str, str]) -> str:
     return state.get("dispatcher", "")
+
+
+def queued_event(spec: ExecutionSpec) -> CommandStatus:
+    return CommandStatus(
+        payload=CommandStatusPayload(
+            command_id=spec.command_id, agent_id=spec.agent_id, status=ExecutionStatus.QUEUED
+        )
+    )
 
 
 def dispatched_event(spec: ExecutionSpec, at: int) -> CommandStatus:
@@ -136,13 +155,26 @@ def create_and_dispatch(
     maxlen: int,
     send: Callable[[str, str], object],
 ) -> int:
-    """Create the executions (``executions.create``: QUEUED); of those admitted at once whose agent's socket
-    is on this hub, claim the first request and hand it to ``send(agent_id, request)`` (which runs in
-    this thread: it is to schedule the send on the hub's loop). Returns how many were sent."""
-    sent = 0
-    for spec in executions.create(conn, specs, maxlen):
-        if spec.agent_id in local_agents and claim_for_hub(conn, spec, hub_id):
-            mark_dispatched(conn, spec, maxlen)
+    """Create the executions (``executions.create``) and announce them QUEUED; of those admitted at
+    once whose agent's socket is on this hub, claim the first request, hand it to
+    ``send(agent_id, request)`` (called in this thread: it is to schedule the send on the hub's loop)
+    and announce DISPATCHED. Returns how many were sent.
+
+    The events go to the stream after the sends: every hub's loop wakes for them, and this thread
+    would then wait for the GIL before it could schedule a send. (Should the agent's ACK beat them,
+    its EXECUTING is first on the stream; the hub's records and the TUI keep the later status, and
+    EXECUTING carries the start time too.)"""
+    dispatched: dict[str, int] = {}
+    for spec in executions.create(conn, specs):
+        if spec.agent_id in local_agents and (at := dispatch_by_hub(conn, spec, hub_id)) is not None:
             send(spec.agent_id, command_request(spec))
-            sent += 1
-    return sent
+            dispatched[spec.id] = at
+    pipe = conn.pipeline(transaction=False)
+    for spec in specs:
+        events = [queued_event(spec)]
+        if (at := dispatched.get(spec.id)) is not None:
+            events.append(dispatched_event(spec, at))
+        for event in events:
+            pipe.xadd(keys.EVENTS_STREAM, {"m": event.to_json()}, maxlen=maxlen, approximate=True)
+    pipe.execute()
+    return len(dispatched)

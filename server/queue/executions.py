@@ -31,7 +31,7 @@ from server.queue.scripts import REORDER
 from server.redis_text import as_text, as_texts, text_hash
 from shared.api import AgentQueue, QueueItem
 from shared.enums import CommandType, ExecutionStatus
-from shared.protocol import CommandStatus, CommandStatusPayload, now_ms
+from shared.protocol import now_ms
 
 #: Seconds an RQ job may run when the command has no time limit.
 MAX_COMMAND_SECONDS = 24 * 3600
@@ -111,11 +111,9 @@ def queue(conn: redis.Redis) -> Queue:
     return Queue(keys.COMMAND_QUEUE, connection=conn)
 
 
-def create(conn: redis.Redis, specs: Iterable[ExecutionSpec], maxlen: int) -> list[ExecutionSpec]:
-    """Record the executions, announce them QUEUED and put each in its agent's queue. Returns those
-    admitted at once (their agent was idle): each holds its agent's slot, and its job is on its way to
-    a worker. (Announced here, before the enqueue, so that QUEUED is on the event stream before
-    whatever the dispatch announces.)"""
+def create(conn: redis.Redis, specs: Iterable[ExecutionSpec]) -> list[ExecutionSpec]:
+    """Record the executions and put each in its agent's queue. Returns those admitted at once (their
+    agent was idle): each holds its agent's slot, and its job is on its way to a worker."""
     specs = list(specs)
     first = int(conn.incrby(keys.ORDER_SEQ, len(specs))) - len(specs) + 1
     pipe = conn.pipeline(transaction=True)
@@ -124,12 +122,6 @@ def create(conn: redis.Redis, specs: Iterable[ExecutionSpec], maxlen: int) -> li
         pipe.hset(keys.execution(spec.id), mapping=spec.to_hash())
         pipe.sadd(keys.agent_executions(spec.agent_id), spec.id)
         pipe.set(keys.execution_index(spec.command_id, spec.agent_id), spec.id)
-        queued = CommandStatus(
-            payload=CommandStatusPayload(
-                command_id=spec.command_id, agent_id=spec.agent_id, status=ExecutionStatus.QUEUED
-            )
-        )
-        pipe.xadd(keys.EVENTS_STREAM, {"m": queued.to_json()}, maxlen=maxlen, approximate=True)
     pipe.execute()
     return [spec for spec in specs if enqueue(conn, spec)]
 

@@ -108,8 +108,8 @@ def test_the_hub_sends_the_request_of_an_idle_local_agent_at_admission(
     state = conn.hgetall(keys.execution("c1"))
     assert state[b"status"] == b"DISPATCHED" and state[b"dispatcher"] == f"hub:{HUB}".encode()
     assert int(state[b"started_at"]) > 0
-    # QUEUED goes on the event stream first, with the records.
-    assert statuses(conn) == [("c1", "QUEUED"), ("c2", "QUEUED"), ("c1", "DISPATCHED")]
+    # Each execution's QUEUED goes on the event stream before its DISPATCHED.
+    assert statuses(conn) == [("c1", "QUEUED"), ("c1", "DISPATCHED"), ("c2", "QUEUED")]
     assert conn.hget(keys.execution("c2"), "dispatcher") is None
     assert Job.fetch("c2", connection=conn).get_status() == JobStatus.RATE_LIMITED
     # The job still runs to supervise c1, and does not send it again: its claim fails.
@@ -148,7 +148,7 @@ def test_a_cancel_and_a_dispatch_never_both_take_an_execution(
     create(conn, [spec("c2", "agent-2")], set())
     assert executions.cancel_waiting(conn, spec("c2", "agent-2"))
     assert Job.fetch("c2", connection=conn).get_status() == JobStatus.CANCELED
-    assert not dispatch.claim_for_hub(conn, spec("c2", "agent-2"), HUB)
+    assert dispatch.dispatch_by_hub(conn, spec("c2", "agent-2"), HUB) is None
     assert not dispatch.claim(conn, "c2", dispatch.BY_JOB)
 
 
