@@ -25,13 +25,20 @@ from pydantic import BaseModel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from server import keys
 from server.agents import AgentDirectory
 from server.db.models import AgentRow
-from server.db.session import make_engine, make_sessionmaker, upgrade_async
+from server.db.session import (
+    make_engine,
+    make_sessionmaker,
+    make_thread_engine,
+    make_thread_sessionmaker,
+    upgrade_async,
+)
 from server.events import EventPublisher
 from server.metrics import HubMetrics
 from server.queue import executions
@@ -196,6 +203,9 @@ class Hub:
         self.redis_sync: redis.Redis
         self.engine: AsyncEngine
         self.sessions: async_sessionmaker[AsyncSession]
+        #: SQLite only: see ``make_thread_engine``.
+        self.thread_engine: Engine | None = None
+        self.thread_sessions: sessionmaker[Session] | None = None
         self.publisher: EventPublisher
         self.store: Store
         self.agents: AgentDirectory
@@ -232,6 +242,10 @@ class Hub:
         await upgrade_async(s.sqlalchemy_url)
         self.engine = make_engine(s.sqlalchemy_url)
         self.sessions = make_sessionmaker(self.engine)
+        self.thread_engine = make_thread_engine(s.sqlalchemy_url)
+        self.thread_sessions = (
+            make_thread_sessionmaker(self.thread_engine) if self.thread_engine is not None else None
+        )
         self.agents = AgentDirectory(self.redis, self.sessions)
         self.publisher = EventPublisher(self.redis, s.event_stream_maxlen)
         self.publisher.start()
@@ -290,6 +304,8 @@ class Hub:
         await self.redis.aclose()
         self.redis_sync.close()
         await self.engine.dispose()
+        if self.thread_engine is not None:
+            await asyncio.to_thread(self.thread_engine.dispose)
         if self._pool is not None:
             await asyncio.to_thread(_stop_process, self._pool)
         if self.embedded_redis is not None:

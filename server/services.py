@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from server import keys
 from server.db.models import AgentRow, CommandRow, ConstraintProfileRow, ExecutionRow, PresetRow
@@ -295,74 +296,93 @@ def _limits(profile: ConstraintProfileRow) -> ExecutionConstraints:
 async def create_command(hub: Hub, actor: str, body: CommandCreate) -> Command:
     command_id = str(uuid.uuid4())
     created = now_ms()
-    async with hub.sessions() as session, session.begin():
+    async with hub.sessions() as session:
+        # Reads only, and in the common case none: the targets and the default limits come from Redis.
         targets, profiles_version = await _resolve_targets(hub, session, body)
         constraints = await _constraints(hub, session, body, profiles_version)
+    row = CommandRow(
+        id=command_id,
+        content=body.content,
+        type=body.type.value,
+        priority=body.priority,
+        broadcast=body.broadcast,
+        target_agents=[t.id for t in targets],
+        time_limit_ms=constraints.time_limit_ms,
+        token_budget=constraints.token_budget,
+        preset_id=body.preset_id,
+        created_by=actor,
+        created_at=created,
+    )
+    single = len(targets) == 1
+    specs = []
+    execution_rows = []
+    for target in targets:
+        execution_id = executions.execution_id_for(command_id, target.id, single)
+        execution_rows.append(
+            ExecutionRow(
+                id=execution_id,
+                command_id=command_id,
+                agent_id=target.id,
+                status=ExecutionStatus.QUEUED.value,
+                status_rank=0,
+                created_at=created,
+            )
+        )
+        specs.append(
+            ExecutionSpec(
+                id=execution_id,
+                command_id=command_id,
+                agent_id=target.id,
+                agent_name=target.name,
+                content=body.content,
+                type=body.type.value,
+                priority=body.priority,
+                created_at=created,
+                time_limit_ms=constraints.time_limit_ms,
+                token_budget=constraints.token_budget,
+            )
+        )
+
+    def write(session: Session) -> None:
         if body.preset_id:
-            result = await session.execute(
+            result = session.execute(
                 update(PresetRow)
                 .where(PresetRow.id == body.preset_id)
                 .values(usage_count=PresetRow.usage_count + 1)
             )
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 raise not_found("preset", body.preset_id)
-        row = CommandRow(
-            id=command_id,
-            content=body.content,
-            type=body.type.value,
-            priority=body.priority,
-            broadcast=body.broadcast,
-            target_agents=[t.id for t in targets],
-            time_limit_ms=constraints.time_limit_ms,
-            token_budget=constraints.token_budget,
-            preset_id=body.preset_id,
-            created_by=actor,
-            created_at=created,
-        )
         session.add(row)
-        single = len(targets) == 1
-        specs = []
-        execution_rows = []
-        for target in targets:
-            execution_id = executions.execution_id_for(command_id, target.id, single)
-            execution_rows.append(
-                ExecutionRow(
-                    id=execution_id,
-                    command_id=command_id,
-                    agent_id=target.id,
-                    status=ExecutionStatus.QUEUED.value,
-                    status_rank=0,
-                    created_at=created,
-                )
-            )
-            session.add(execution_rows[-1])
-            specs.append(
-                ExecutionSpec(
-                    id=execution_id,
-                    command_id=command_id,
-                    agent_id=target.id,
-                    agent_name=target.name,
-                    content=body.content,
-                    type=body.type.value,
-                    priority=body.priority,
-                    created_at=created,
-                    time_limit_ms=constraints.time_limit_ms,
-                    token_budget=constraints.token_budget,
-                )
-            )
-    # Committed first: a job that starts at once finds its records.
+        session.add_all(execution_rows)
+
     # An idle agent whose socket is here gets its request at admission (server/queue/dispatch.py),
     # scheduled from the thread: the thread's return reaches this task a loop turn or two later.
     loop = asyncio.get_running_loop()
-    await asyncio.to_thread(
-        dispatch.create_and_dispatch,
-        hub.redis_sync,
-        specs,
-        frozenset(s.agent_id for s in specs if s.agent_id in hub.agent_sockets),
-        hub.hub_id,
-        hub.settings.event_stream_maxlen,
-        lambda agent_id, request: loop.call_soon_threadsafe(hub.forward_to_agent, agent_id, request),
-    )
+
+    def enqueue() -> None:
+        dispatch.create_and_dispatch(
+            hub.redis_sync,
+            specs,
+            frozenset(s.agent_id for s in specs if s.agent_id in hub.agent_sockets),
+            hub.hub_id,
+            hub.settings.event_stream_maxlen,
+            lambda agent_id, request: loop.call_soon_threadsafe(hub.forward_to_agent, agent_id, request),
+        )
+
+    # Committed first: the store writes what the job and the agent say about the command into them.
+    if hub.thread_sessions is not None:
+        thread_sessions = hub.thread_sessions
+
+        def write_and_enqueue() -> None:
+            with thread_sessions() as session, session.begin():
+                write(session)
+            enqueue()
+
+        await asyncio.to_thread(write_and_enqueue)
+    else:
+        async with hub.sessions() as session, session.begin():
+            await session.run_sync(write)
+        await asyncio.to_thread(enqueue)
     queues = await publish_queues(hub, {s.agent_id for s in specs})
     await hub.audit(
         actor,

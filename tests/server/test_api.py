@@ -94,6 +94,14 @@ def test_presets_crud_and_usage(hub: HubProcess) -> None:
             assert client.delete(f"/presets/{preset['id']}").status_code == 204
             assert client.get(f"/presets/{preset['id']}").status_code == 404
             finished(client, command["id"])
+            # A command naming a preset that is gone is refused whole: nothing recorded or queued.
+            gone = client.post(
+                "/commands",
+                json={"content": f"echo {name}", "targetAgents": [agent.agent_id], "presetId": preset["id"]},
+            )
+            assert gone.status_code == 404 and gone.json()["error"] == "NOT_FOUND", gone.text
+            assert client.get("/commands", params={"q": name}).json()["total"] == 0
+            assert client.get(f"/agents/{agent.agent_id}/queue").json()["items"] == []
     finally:
         agent.stop()
 
