@@ -187,6 +187,7 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
 
     try:
         signal.signal(signal.SIGTERM, on_sigterm)
+        signal.signal(signal.SIGHUP, on_sigterm)  # the terminal closed: stop everything as for SIGTERM
         deadline = time.monotonic() + 60
         while not port_file.exists():
             if hub.process.poll() is not None:
@@ -238,8 +239,8 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
         # be started again while the agents stop.
         hub.stopping()
         # A second Ctrl-C or SIGTERM must not cut the cleanup short (each child gets SIGKILL after 15 s).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop_signal, signal.SIG_IGN)
         stop_all()
         if output is not None:
             output.close()

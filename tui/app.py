@@ -7,7 +7,9 @@ the UI never waits on the hub. Screens read :attr:`OnsemblApp.hub` and subscribe
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import signal
 import time
 from collections.abc import Sequence
 from typing import ClassVar
@@ -104,6 +106,11 @@ class OnsemblApp(App[None]):
         gc.set_threshold(700, 10, 1_000_000)
         self.set_interval(FULL_GC_EVERY_S, self._full_gc_when_quiet)
 
+        if not self.is_headless:
+            # The terminal closed: leave like a quit. Uncaught, SIGHUP kills the process before the
+            # driver restores anything; raised as an exception inside the app, it left the driver's
+            # threads running, and `onsembl up` waiting for them after it had stopped its children.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.exit)
         if self.settings.keys:
             self.set_keymap(self.settings.keys)
         self.push_screen(ControlCenterScreen())

@@ -3,10 +3,16 @@ dies is started again."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,7 +51,7 @@ class Up:
     def hub_pid(self) -> int | None:
         """The hub process's pid (None between two hubs)."""
         # Only the hub gets --port-file (an agent's command line has --server in it).
-        for child in psutil.Process(self.process.pid).children():
+        for child in psutil.Process(self.process.pid).children(recursive=True):
             try:
                 if "--port-file" in child.cmdline():
                     return child.pid
@@ -55,8 +61,9 @@ class Up:
 
 
 @contextmanager
-def running_up(tmp_path: Path, path: str, agents: int) -> Iterator[Up]:
-    """``onsembl up --headless``, stopped (Ctrl-C, exit 0) at the end; its output in the assertion."""
+def running_up(tmp_path: Path, path: str, agents: int, stop: signal.Signals = signal.SIGINT) -> Iterator[Up]:
+    """``onsembl up --headless``, stopped at the end (Ctrl-C, or ``stop`` sent to its process group as
+    a terminal sends it), exit 0; its output in the assertion."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONSEMBL_")}
     env.update(ONSEMBL_DATA_DIR=str(tmp_path / "data"), PATH=path, FAKE_CLI_STATE_DIR=str(tmp_path / "fake"))
@@ -71,7 +78,7 @@ def running_up(tmp_path: Path, path: str, agents: int) -> Iterator[Up]:
     try:
         yield Up(process, f"http://127.0.0.1:{port}", tmp_path / "data")
     finally:
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, stop)
         process.wait(timeout(30))
         assert process.returncode == 0, process.stdout.read() if process.stdout else ""
 
@@ -111,6 +118,77 @@ def test_up_starts_a_hub_that_died_again(tmp_path: Path) -> None:
     assert "the hub was killed by SIGKILL; starting it again" in output
     # The new hub adopted the embedded redis-server the killed one left, and stopped it.
     assert not leftover_redis(up.data)
+
+
+def test_a_closed_terminal_stops_the_hub_and_its_redis(tmp_path: Path) -> None:
+    # Closing the terminal sends SIGHUP to its foreground process group: up, the hub, the agents.
+    with running_up(tmp_path, "/usr/bin:/bin", 1, stop=signal.SIGHUP) as up:
+        wait_until(lambda: up.online(1), 60, "the demo agent online")
+        hub = psutil.Process(up.hub_pid())
+        assert leftover_redis(up.data)
+    hub.wait(timeout(20))
+    assert not leftover_redis(up.data)
+    output = up.process.stdout.read() if up.process.stdout else ""
+    assert "Traceback" not in output, output
+
+
+def test_closing_the_terminal_of_up_with_its_tui_stops_everything(tmp_path: Path) -> None:
+    """``onsembl up`` with its TUI on a real pseudo-terminal, under a shell; the terminal window
+    closes: SIGHUP to its foreground process group, as tmux sends it, then the pty goes. Nothing may
+    be left running, and nothing may wait for the gone terminal."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONSEMBL_")}
+    env.update(ONSEMBL_DATA_DIR=str(tmp_path / "data"), PATH="/usr/bin:/bin", TERM="xterm-256color")
+    master, slave = pty.openpty()
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+
+    def own_terminal() -> None:  # the child leads a new session whose terminal is the pty
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    # Under a shell, as in a terminal window: the shell leads the session, up is in its foreground.
+    process = subprocess.Popen(
+        ["bash", "-c", f"{BIN / 'onsembl'} up --port {port} --agents 1; echo up exited $?"],
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        preexec_fn=own_terminal,
+    )
+    os.close(slave)
+    screen = bytearray()
+    reader = threading.Thread(target=_drain, args=(master, screen), daemon=True)
+    reader.start()
+    up = Up(process, f"http://127.0.0.1:{port}", tmp_path / "data")  # type: ignore[arg-type]
+    running: list[psutil.Process] = []
+    try:
+        wait_until(lambda: up.online(1), 60, "the demo agent online")
+        wait_until(lambda: b"demo-1" in screen, 30, "the TUI showing the agent")
+        running = psutil.Process(process.pid).children(recursive=True)
+        assert {"up", "server", "shell"} <= {part for p in running for part in p.cmdline()}
+        assert leftover_redis(up.data)
+        os.killpg(process.pid, signal.SIGHUP)
+        process.wait(timeout(30))
+        _, alive = psutil.wait_procs(running, timeout(30))
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        os.close(master)
+        for pid in [p.pid for p in running] + leftover_redis(up.data):  # left only by a failure
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+    assert not leftover_redis(up.data)
+    assert b"Traceback" not in screen
+
+
+def _drain(fd: int, into: bytearray) -> None:
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        into += chunk
 
 
 def leftover_redis(data: Path) -> list[int]:
