@@ -108,8 +108,12 @@ def serve(settings: Settings, *, workers: int, port_file: Path | None = None) ->
 
     async def main() -> None:
         # uvicorn stops cleanly on SIGINT and SIGTERM; a closed terminal sends SIGHUP, whose default
-        # kills the hub at once and leaves its embedded redis-server and worker pool behind.
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, server.handle_exit, signal.SIGHUP, None)
+        # kills the hub at once and leaves its embedded redis-server and worker pool behind. (Under
+        # nohup it stays ignored.)
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, server.handle_exit, signal.SIGHUP, None
+            )
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
             await asyncio.sleep(0.02)

@@ -99,6 +99,12 @@ class HubSupervisor:
             code = self.process.wait()
             if self._stopping.is_set():
                 return
+            if code == 0:
+                # Asked to stop (a closed terminal hangs it up too): starting it again would race
+                # this launcher's own stop, and could leave a new hub's Redis behind.
+                self.say("onsembl up: the hub stopped; not starting it again")
+                self.gave_up.set()
+                return
             now = time.monotonic()
             self._exits.append(now)
             if len(self._exits) == HUB_EXITS_PER_MINUTE and now - self._exits[0] < 60:
@@ -187,7 +193,8 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
 
     try:
         signal.signal(signal.SIGTERM, on_sigterm)
-        signal.signal(signal.SIGHUP, on_sigterm)  # the terminal closed: stop everything as for SIGTERM
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # not under nohup
+            signal.signal(signal.SIGHUP, on_sigterm)  # the terminal closed: stop all as for SIGTERM
         deadline = time.monotonic() + 60
         while not port_file.exists():
             if hub.process.poll() is not None:
@@ -231,7 +238,7 @@ def run_up(settings: Settings, *, headless: bool, demo_agents: int) -> None:
                 return
         while not hub.gave_up.wait(1.0):
             pass
-        raise SystemExit(1)
+        raise SystemExit(0 if hub.process.returncode == 0 else 1)
     except KeyboardInterrupt:
         pass
     finally:

@@ -106,7 +106,7 @@ class OnsemblApp(App[None]):
         gc.set_threshold(700, 10, 1_000_000)
         self.set_interval(FULL_GC_EVERY_S, self._full_gc_when_quiet)
 
-        if not self.is_headless:
+        if not self.is_headless and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
             # The terminal closed: leave like a quit. Uncaught, SIGHUP kills the process before the
             # driver restores anything; raised as an exception inside the app, it left the driver's
             # threads running, and `onsembl up` waiting for them after it had stopped its children.

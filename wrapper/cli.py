@@ -180,8 +180,11 @@ async def _run(client: AgentClient) -> int:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, main.cancel)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        # A closed terminal (SIGHUP) stops the running command's process group too; under nohup it
+        # stays ignored.
+        if sig is not signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN:
+            loop.add_signal_handler(sig, main.cancel)
     try:
         return await client.run_forever()
     except asyncio.CancelledError:

@@ -9,7 +9,7 @@ pub/sub hop on the way to the agent, about a third of the dispatch time.
 
 Exactly one side sends the first request: each claims the execution's ``dispatcher`` field
 (``HSETNX``) before it sends. The hub claims only while the execution is still queued, its agent
-online and neither paused nor stopped, and some RQ worker is registered to supervise it. A cancel of a
+online and neither paused nor stopped, and an RQ worker is idle to supervise it. A cancel of a
 waiting execution claims the field too, so that nothing dispatches what is being taken out.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 import redis
+from rq import Queue
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from server import keys
@@ -36,9 +37,14 @@ BY_CANCEL = "cancel"
 #: Claim the first request for a hub and mark the execution DISPATCHED, in one step. (The events
 #: that announce it follow the send: see ``create_and_dispatch``.)
 #: KEYS[1] = execution hash, KEYS[2] = online agents, KEYS[3] = paused, KEYS[4] = stopped,
-#: KEYS[5] = the RQ workers of the command queue. ARGV[1] = agent id, ARGV[2] = the hub's claim,
-#: ARGV[3] = started at (ms), ARGV[4] = DISPATCHED, ARGV[5] = its rank. Returns 1 when the hub is to
-#: send the request.
+#: KEYS[5] = the RQ workers of the command queue, KEYS[6] = the queue's list of jobs waiting for a
+#: worker (the execution's own job among them, unless a worker has it already). Some worker must be
+#: idle for every job there: a request sent while the workers are all busy would run unsupervised (no
+#: resend, no time limit on the hub's side) until one is free, and the pool is the cap on how many
+#: commands run at once. KEYS[7] = the supervised executions: the execution joins them at once, so
+#: that a worker lost before its job beats is noticed (``executions.resume_supervision``).
+#: ARGV[1] = agent id, ARGV[2] = the hub's claim, ARGV[3] = started at (ms), ARGV[4] = DISPATCHED,
+#: ARGV[5] = its rank, ARGV[6] = the execution id. Returns 1 when the hub is to send the request.
 DISPATCH_BY_HUB = """
 if tonumber(redis.call('HGET', KEYS[1], 'rank') or '-1') ~= 0 then
   return 0
@@ -52,10 +58,17 @@ end
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 or redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then
   return 0
 end
-if redis.call('SCARD', KEYS[5]) == 0 then
+local idle = 0
+for _, worker in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  if redis.call('HGET', worker, 'state') == 'idle' then
+    idle = idle + 1
+  end
+end
+if idle == 0 or idle < redis.call('LLEN', KEYS[6]) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'dispatcher', ARGV[2], 'status', ARGV[4], 'rank', ARGV[5], 'started_at', ARGV[3])
+redis.call('ZADD', KEYS[7], ARGV[3], ARGV[6])
 return 1
 """
 #: KEYS[1] = execution hash, ARGV[1] = the claim to drop (only if it is still that one).
@@ -94,6 +107,8 @@ def dispatch_by_hub(conn: redis.Redis, spec: ExecutionSpec, hub_id: str) -> int 
             keys.PAUSED_AGENTS,
             keys.STOPPED_AGENTS,
             WORKERS_BY_QUEUE_KEY % keys.COMMAND_QUEUE,
+            Queue.redis_queue_namespace_prefix + keys.COMMAND_QUEUE,
+            keys.SUPERVISED,
         ],
         args=[
             spec.agent_id,
@@ -101,6 +116,7 @@ def dispatch_by_hub(conn: redis.Redis, spec: ExecutionSpec, hub_id: str) -> int 
             at,
             ExecutionStatus.DISPATCHED.value,
             ExecutionStatus.DISPATCHED.rank,
+            spec.id,
         ],
     )
     return at if int(claimed) == 1 else None

@@ -156,7 +156,10 @@ def park(conn: redis.Redis, spec: ExecutionSpec) -> None:
 
 
 def release_pending(conn: redis.Redis, agent_id: str) -> int:
-    """Put the agent's parked executions back in its RQ queue, in order. Returns how many."""
+    """Put the agent's parked executions back in its RQ queue, in order, with the job's claim on the
+    first request given back (``dispatch``). Returns how many."""
+    from server.queue import dispatch
+
     pending_key = keys.agent_pending(agent_id)
     pipe = conn.pipeline(transaction=True)
     pipe.zrange(pending_key, 0, -1)
@@ -170,6 +173,7 @@ def release_pending(conn: redis.Redis, agent_id: str) -> int:
         spec, state = found
         if ExecutionStatus(state["status"]).terminal:
             continue
+        dispatch.release(conn, spec.id, dispatch.BY_JOB)
         enqueue(conn, spec)
         released += 1
     return released
@@ -185,6 +189,7 @@ def cancel_waiting(conn: redis.Redis, spec: ExecutionSpec) -> bool:
     # claim tells, and keeps it from being sent while the job is taken out.
     if not dispatch.claim(conn, spec.id, dispatch.BY_CANCEL):
         return False
+    taken = False
     try:
         job = Job.fetch(spec.id, connection=conn)
         if job.get_status() in (
@@ -194,11 +199,13 @@ def cancel_waiting(conn: redis.Redis, spec: ExecutionSpec) -> bool:
             JobStatus.SCHEDULED,
         ):
             job.cancel()
-            return True
+            taken = True
     except (NoSuchJobError, InvalidJobOperation):
         pass
-    dispatch.release(conn, spec.id, dispatch.BY_CANCEL)
-    return False
+    finally:
+        if not taken:  # a starting job waits for the claim to come back
+            dispatch.release(conn, spec.id, dispatch.BY_CANCEL)
+    return taken
 
 
 def forget(conn: redis.Redis, spec: ExecutionSpec) -> None:
@@ -288,6 +295,11 @@ def resume_supervision(conn: redis.Redis, execution_id: str) -> bool:
         job = Job.fetch(execution_id, connection=conn)
     except NoSuchJobError:
         conn.zrem(keys.SUPERVISED, execution_id)
+        return False
+    if conn.lpos(queue(conn).key, execution_id) is not None:
+        # Sent by a hub at admission, its job still waits for a worker (the pool is down or busy):
+        # no worker lost it, and the next one takes it.
+        conn.zadd(keys.SUPERVISED, {execution_id: now_ms()})
         return False
     started = StartedJobRegistry(queue=queue(conn))
     pipe = conn.pipeline(transaction=True)

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: How often the job checks that the agent is still connected somewhere.
 _AGENT_CHECK_S = 2.0
+#: How long a starting job waits for a cancel to give the first request's claim back.
+_CANCEL_CLAIM_WAIT_S = 2.0
 
 
 @lru_cache(maxsize=1)
@@ -121,17 +123,42 @@ def _run(conn: redis.Redis, spec: ExecutionSpec, state: dict[str, str], settings
         return "already-ended"
     # A run after a lost worker resumes an execution already on the agent.
     resuming = status in (ExecutionStatus.DISPATCHED, ExecutionStatus.EXECUTING)
-    if not resuming and not _agent_available(conn, spec.agent_id):
+    # The job sends the first request only with the claim (server/queue/dispatch.py), and parks the
+    # execution only with it: a hub may have sent it since the state above was read. The claim stays
+    # while the execution is parked, so that no hub sends what waits; release_pending gives it back.
+    claimed = not resuming and _claim_first_request(conn, spec)
+    if claimed and not _agent_available(conn, spec.agent_id):
         _park(conn, spec, maxlen)
         return "parked"
     try:
-        return _supervise(conn, spec, state, resuming, settings)
+        return _supervise(conn, spec, state, resuming, claimed, settings)
     finally:
         conn.zrem(keys.SUPERVISED, spec.id)
 
 
+def _claim_first_request(conn: redis.Redis, spec: ExecutionSpec) -> bool:
+    """True when this job is to send the first request; False when a hub has sent it. A cancel holds
+    the claim only while it takes a waiting job out of the queue, and this one is running: wait for the
+    cancel to give it back (it then interrupts the command instead)."""
+    deadline = time.monotonic() + _CANCEL_CLAIM_WAIT_S
+    while True:
+        if dispatch.claim(conn, spec.id, dispatch.BY_JOB):
+            return True
+        holder = conn.hget(keys.execution(spec.id), "dispatcher")
+        if holder is not None and as_text(holder) != dispatch.BY_CANCEL:
+            return False
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
 def _supervise(
-    conn: redis.Redis, spec: ExecutionSpec, state: dict[str, str], resuming: bool, settings: Settings
+    conn: redis.Redis,
+    spec: ExecutionSpec,
+    state: dict[str, str],
+    resuming: bool,
+    claimed: bool,
+    settings: Settings,
 ) -> str:
     maxlen = settings.event_stream_maxlen
 
@@ -139,16 +166,15 @@ def _supervise(
     request = dispatch.command_request(spec)
     conn.zadd(keys.SUPERVISED, {spec.id: now_ms()})
     if not resuming:
-        if dispatch.claim(conn, spec.id, dispatch.BY_JOB):
+        if claimed:
             if conn.publish(keys.agent_channel(spec.agent_id), request) == 0:
                 # No hub holds the agent's socket right now: wait for it like for an offline agent.
-                dispatch.release(conn, spec.id, dispatch.BY_JOB)
                 executions.park(conn, spec)
                 publish_queue(conn, spec.agent_id, maxlen)
                 return "parked"
             dispatch.mark_dispatched(conn, spec, maxlen)
             publish_queue(conn, spec.agent_id, maxlen)
-        # Otherwise the hub sent it at admission (or a cancel is taking it out): supervise only.
+        # Otherwise the hub sent it at admission: supervise only.
         dispatched_at = now_ms()
     else:
         # A new supervisor after a lost worker sends again (the agent drops a request it has); the
@@ -242,9 +268,10 @@ def _supervise(
                     )
                     return "agent-lost"
         if not acked and cancel is None and now - last_send >= settings.dispatch_retry_s:
-            # The agent drops a request it already has, so sending again is safe.
-            if conn.publish(keys.agent_channel(spec.agent_id), request):
-                last_send = now
+            # The agent drops a request it already has, so sending again is safe. With no hub holding
+            # its socket, the next try comes after the same interval (the agent-lost check ends it).
+            conn.publish(keys.agent_channel(spec.agent_id), request)
+            last_send = now
 
 
 def on_execution_failure(

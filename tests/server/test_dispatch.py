@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,13 +15,15 @@ import pytest
 import redis
 from rq import Queue
 from rq.job import Job, JobStatus
+from rq.worker import WorkerStatus
 from websockets.asyncio.client import ClientConnection
 
 from server import keys
-from server.queue import dispatch, executions
+from server.queue import dispatch, executions, jobs
 from server.queue.executions import ExecutionSpec
 from server.redis_embedded import EmbeddedRedis
 from server.worker import SupervisorWorker
+from shared.config import Settings
 from shared.enums import AckStatus, CompletionStatus
 from shared.protocol import CommandAck, CommandAckPayload, CommandComplete, CommandCompletePayload
 from tests.harness import HubProcess, timeout, wait_command
@@ -46,12 +49,18 @@ def conn(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture
-def worker(conn: redis.Redis) -> SupervisorWorker:
-    """A registered RQ worker of the command queue (not working: nothing here runs the jobs)."""
+def register_worker(conn: redis.Redis, state: WorkerStatus) -> SupervisorWorker:
+    """A registered RQ worker of the command queue in ``state`` (not working: nothing here runs the
+    jobs unless a test calls them)."""
     registered = SupervisorWorker([Queue(keys.COMMAND_QUEUE, connection=conn)], connection=conn)
     registered.register_birth()  # type: ignore[no-untyped-call]
+    registered.set_state(state)
     return registered
+
+
+@pytest.fixture
+def worker(conn: redis.Redis) -> SupervisorWorker:
+    return register_worker(conn, WorkerStatus.IDLE)
 
 
 def online(conn: redis.Redis, *agent_ids: str) -> None:
@@ -117,10 +126,14 @@ def test_the_hub_sends_the_request_of_an_idle_local_agent_at_admission(
     assert not dispatch.claim(conn, "c1", dispatch.BY_JOB)
 
 
-@pytest.mark.parametrize("why", ["elsewhere", "offline", "paused", "stopped", "no-worker"])
+@pytest.mark.parametrize(
+    "why", ["elsewhere", "offline", "paused", "stopped", "no-worker", "workers-busy", "jobs-waiting"]
+)
 def test_the_hub_leaves_the_request_to_the_job(conn: redis.Redis, why: str) -> None:
     if why != "no-worker":
-        SupervisorWorker([Queue(keys.COMMAND_QUEUE, connection=conn)], connection=conn).register_birth()  # type: ignore[no-untyped-call]
+        register_worker(conn, WorkerStatus.BUSY if why == "workers-busy" else WorkerStatus.IDLE)
+    if why == "jobs-waiting":  # another job waits for the one idle worker
+        Queue(keys.COMMAND_QUEUE, connection=conn).push_job_id("someone-elses")
     if why != "offline":
         online(conn, "agent-1")
     if why == "paused":
@@ -235,3 +248,62 @@ async def test_an_idle_agent_gets_its_request_once_and_the_job_supervises_it(hub
     finally:
         beats.cancel()
         await ws.close()
+
+
+# ---- the job's side ------------------------------------------------------------------------------
+
+
+def run_job(conn: redis.Redis, spec: ExecutionSpec, state: dict[str, str]) -> str:
+    """The job's body for an execution, with the state it read when it started."""
+    return jobs._run(conn, spec, state, Settings(dispatch_retry_s=60))
+
+
+def test_a_job_parks_with_the_claim_and_a_release_gives_it_back(
+    conn: redis.Redis, worker: SupervisorWorker
+) -> None:
+    create(conn, [spec("c1")], set())  # agent-1 is offline
+    assert run_job(conn, spec("c1"), {"status": "QUEUED"}) == "parked"
+    assert conn.zscore(keys.agent_pending("agent-1"), "c1") is not None
+    assert conn.hget(keys.execution("c1"), "dispatcher") == b"job"
+    # The agent is back: no hub may send what is parked; the release gives the claim back.
+    online(conn, "agent-1")
+    assert dispatch.dispatch_by_hub(conn, spec("c1"), HUB) is None
+    assert executions.release_pending(conn, "agent-1") == 1
+    assert conn.hget(keys.execution("c1"), "dispatcher") is None
+
+
+def test_a_job_that_read_queued_does_not_park_what_the_hub_sent(
+    conn: redis.Redis, worker: SupervisorWorker
+) -> None:
+    online(conn, "agent-1")
+    create(conn, [spec("c1")], {"agent-1"})  # the hub sends it
+    conn.zrem(keys.ONLINE_AGENTS, "agent-1")  # and the agent drops before the job looks
+    conn.rpush(keys.execution_signals("c1"), "done")
+    assert run_job(conn, spec("c1"), {"status": "QUEUED"}) == "done"  # supervised, not parked
+    assert conn.zcard(keys.agent_pending("agent-1")) == 0
+
+
+def test_a_job_waits_for_a_cancel_to_give_the_claim_back(conn: redis.Redis) -> None:
+    create(conn, [spec("c1")], set())
+    assert dispatch.claim(conn, "c1", dispatch.BY_CANCEL)
+    releaser = threading.Timer(0.2, dispatch.release, (conn, "c1", dispatch.BY_CANCEL))
+    releaser.start()
+    assert jobs._claim_first_request(conn, spec("c1"))
+    assert conn.hget(keys.execution("c1"), "dispatcher") == b"job"
+
+
+def test_a_lost_worker_is_noticed_from_the_hubs_send_on(conn: redis.Redis, worker: SupervisorWorker) -> None:
+    online(conn, "agent-1")
+    create(conn, [spec("c1")], {"agent-1"})
+    # Supervised from the send on, before any job beats...
+    assert conn.zscore(keys.SUPERVISED, "c1") is not None
+    # ...but while the job waits in the queue for a worker, none was lost: it is left there.
+    assert not executions.resume_supervision(conn, "c1")
+    assert conn.hget(keys.execution("c1"), "supervisor_restarts") is None
+    # A worker took it and died before its job's first beat: it goes back to the queue's front.
+    commands = Queue(keys.COMMAND_QUEUE, connection=conn)
+    conn.lrem(commands.key, 0, "c1")
+    Job.fetch("c1", connection=conn).set_status(JobStatus.STARTED)
+    assert executions.resume_supervision(conn, "c1")
+    assert commands.job_ids == ["c1"]
+    assert conn.hget(keys.execution("c1"), "supervisor_restarts") == b"1"

@@ -165,12 +165,12 @@ def test_closing_the_terminal_of_up_with_its_tui_stops_everything(tmp_path: Path
         wait_until(lambda: up.online(1), 60, "the demo agent online")
         wait_until(lambda: b"demo-1" in screen, 30, "the TUI showing the agent")
         running = psutil.Process(process.pid).children(recursive=True)
-        assert {"up", "server", "shell"} <= {part for p in running for part in p.cmdline()}
+        assert {"up", "server", "shell"} <= {part for p in running for part in _cmdline(p)}
         assert leftover_redis(up.data)
         os.killpg(process.pid, signal.SIGHUP)
         process.wait(timeout(30))
         _, alive = psutil.wait_procs(running, timeout(30))
-        assert not alive, [p.cmdline() for p in alive]
+        assert not alive, [_cmdline(p) for p in alive]
     finally:
         os.close(master)
         for pid in [p.pid for p in running] + leftover_redis(up.data):  # left only by a failure
@@ -178,6 +178,13 @@ def test_closing_the_terminal_of_up_with_its_tui_stops_everything(tmp_path: Path
                 psutil.Process(pid).kill()
     assert not leftover_redis(up.data)
     assert b"Traceback" not in screen
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # gone meanwhile (a short-lived helper), or a zombie
+        return []
 
 
 def _drain(fd: int, into: bytearray) -> None:
@@ -221,6 +228,19 @@ def test_the_supervisor_starts_an_exited_hub_again_on_its_port() -> None:
     finally:
         supervisor.stop()
     assert supervisor.process.poll() is not None
+
+
+def test_a_hub_that_stopped_by_itself_is_not_started_again() -> None:
+    # Exit 0: it was asked to stop (a closed terminal hangs it up as well as this launcher).
+    said: list[str] = []
+    argv = [sys.executable, "-c", "import time; time.sleep(0.3)", "--port", "0"]
+    supervisor = HubSupervisor(argv, dict(os.environ), subprocess.DEVNULL, said.append)
+    supervisor.watch(8700)
+    try:
+        assert supervisor.gave_up.wait(timeout(10))
+        assert said == ["onsembl up: the hub stopped; not starting it again"]
+    finally:
+        supervisor.stop()
 
 
 def test_a_hub_exiting_once_stopping_began_is_not_started_again() -> None:
