@@ -60,6 +60,12 @@ class Up:
         return None
 
 
+def _as_in_a_terminal() -> None:
+    """In the child: SIGHUP as a terminal's shell leaves it. The tests may run under nohup (SIGHUP
+    ignored, and inherited so), where the hub and up rightly leave it ignored."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @contextmanager
 def running_up(tmp_path: Path, path: str, agents: int, stop: signal.Signals = signal.SIGINT) -> Iterator[Up]:
     """``onsembl up --headless``, stopped at the end (Ctrl-C, or ``stop`` sent to its process group as
@@ -74,6 +80,7 @@ def running_up(tmp_path: Path, path: str, agents: int, stop: signal.Signals = si
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=_as_in_a_terminal,
     )
     try:
         yield Up(process, f"http://127.0.0.1:{port}", tmp_path / "data")
@@ -145,6 +152,7 @@ def test_closing_the_terminal_of_up_with_its_tui_stops_everything(tmp_path: Path
     def own_terminal() -> None:  # the child leads a new session whose terminal is the pty
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        _as_in_a_terminal()
 
     # Under a shell, as in a terminal window: the shell leads the session, up is in its foreground.
     process = subprocess.Popen(
