@@ -14,7 +14,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from shared.api import Agent, AgentQueue, EmergencyStopResult, OutputLine, Report, TraceEventRecord
+from shared.api import (
+    Agent,
+    AgentQueue,
+    AuditLog,
+    EmergencyStopResult,
+    OutputLine,
+    Report,
+    TraceEventRecord,
+)
 from shared.enums import AgentActivity, AgentStatus, EndReason, ExecutionStatus, StreamType
 from shared.protocol import (
     AgentStatusMessage,
@@ -38,6 +46,7 @@ PANE_SCROLLBACK = 2_000
 #: Commands whose traces are kept live in memory (the rest come from REST when opened).
 TRACE_COMMANDS_KEPT = 50
 COMMANDS_KEPT = 2_000
+RECENT_AUDIT_KEPT = 100
 #: A larger jump is not refilled line by line (the command's stored output is one key away).
 MAX_GAP_TRACKED = 50_000
 
@@ -156,6 +165,9 @@ class HubState:
         self.output_by_agent: dict[str, deque[OutputEntry]] = {}
         self.traces: OrderedDict[str, dict[str, TraceEventRecord]] = OrderedDict()
         self.last_emergency_stop: EmergencyStopResult | None = None
+        #: Audit entries as they happened: the store writes them a moment later, so a live view that
+        #: reloads on one may not find it yet.
+        self.recent_audit: deque[AuditLog] = deque(maxlen=RECENT_AUDIT_KEPT)
         self.lines_received = 0
         self._last_sequence: dict[tuple[str, str], int] = {}
         self._missing: dict[tuple[str, str], set[int]] = {}
@@ -252,6 +264,7 @@ class HubState:
                 self.last_emergency_stop = event.payload
                 changes.emergency_stops.append(event.payload)
             elif isinstance(event, AuditEvent):
+                self.recent_audit.append(event.payload)
                 changes.audit += 1
         return changes
 

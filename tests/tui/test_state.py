@@ -103,3 +103,30 @@ def test_a_status_that_comes_after_a_later_one_is_stale() -> None:
     assert not stale.commands
     state.apply([status(ExecutionStatus.EXECUTING)])
     assert state.execution("c1", "a1").status is ExecutionStatus.EXECUTING  # type: ignore[union-attr]
+
+
+def test_a_live_audit_page_shows_what_the_store_has_not_written_yet() -> None:
+    from shared.api import AuditLog, Page
+    from shared.protocol import AuditEvent
+    from tui.screens.audit import with_live_entries
+
+    def entry(at: int, action: str, stored: bool) -> AuditLog:
+        return AuditLog(id=at if stored else None, at=at, actor="me", action=action, command_id=f"c{at}")
+
+    state = HubState()
+    state.apply([AuditEvent(payload=entry(at, "command.created", False)) for at in (5, 30, 40)])
+    # The store has 30 (and older ones), not yet 40; 5 is older than the full page's oldest.
+    page = Page[AuditLog](
+        items=[entry(30, "command.created", True), entry(20, "x", True)], total=9, limit=2, offset=0
+    )
+    shown = with_live_entries(page, state.recent_audit)
+    assert [(i.at, i.id) for i in shown.items] == [(40, None), (30, 30)]
+    assert shown.total == 10
+    # Once stored, the entry is not shown twice.
+    stored = Page[AuditLog](
+        items=[entry(40, "command.created", True), entry(30, "command.created", True)],
+        total=10,
+        limit=2,
+        offset=0,
+    )
+    assert with_live_entries(stored, state.recent_audit).items == stored.items

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from textual.app import ComposeResult
@@ -19,6 +19,22 @@ def details_text(details: dict[str, object]) -> str:
     if not details:
         return ""
     return json.dumps(details, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _identity(entry: AuditLog) -> tuple[object, ...]:
+    return (entry.at, entry.actor, entry.action, entry.agent_id, entry.command_id)
+
+
+def with_live_entries(page: Page[AuditLog], recent: Iterable[AuditLog]) -> Page[AuditLog]:
+    """The newest page with the entries the hub announced that the store has not written yet (it
+    writes them from the event stream a moment later): a live reload on an entry must show it."""
+    oldest = page.items[-1].at if len(page.items) >= page.limit else 0
+    stored = {_identity(item) for item in page.items}
+    missing = [entry for entry in recent if entry.at >= oldest and _identity(entry) not in stored]
+    if not missing:
+        return page
+    items = sorted([*missing, *page.items], key=lambda i: i.at, reverse=True)[: page.limit]
+    return page.model_copy(update={"items": items, "total": page.total + len(missing)})
 
 
 class AuditScreen(PagedListScreen):
@@ -102,6 +118,8 @@ class AuditScreen(PagedListScreen):
         return True
 
     def show_page(self, page: Page[Any]) -> None:
+        if self.live:
+            page = with_live_entries(page, self.onsembl.hub.recent_audit)
         super().show_page(page)
         self._show_detail()
 
