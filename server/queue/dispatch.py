@@ -16,6 +16,7 @@ waiting execution claims the field too, so that nothing dispatches what is being
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from typing import Any
 
 import redis
 from rq import Queue
@@ -136,24 +137,16 @@ def dispatcher(state: dict[str, str]) -> str:
     return state.get("dispatcher", "")
 
 
-def queued_event(spec: ExecutionSpec) -> CommandStatus:
+def status_event(spec: ExecutionSpec, status: ExecutionStatus, **extra: Any) -> CommandStatus:
     return CommandStatus(
         payload=CommandStatusPayload(
-            command_id=spec.command_id, agent_id=spec.agent_id, status=ExecutionStatus.QUEUED
+            command_id=spec.command_id, agent_id=spec.agent_id, status=status, **extra
         )
     )
 
 
 def dispatched_event(spec: ExecutionSpec, at: int) -> CommandStatus:
-    return CommandStatus(
-        payload=CommandStatusPayload(
-            command_id=spec.command_id,
-            agent_id=spec.agent_id,
-            status=ExecutionStatus.DISPATCHED,
-            queue_position=0,
-            started_at=at,
-        )
-    )
+    return status_event(spec, ExecutionStatus.DISPATCHED, queue_position=0, started_at=at)
 
 
 def mark_dispatched(conn: redis.Redis, spec: ExecutionSpec, maxlen: int) -> None:
@@ -187,7 +180,7 @@ def create_and_dispatch(
             dispatched[spec.id] = at
     pipe = conn.pipeline(transaction=False)
     for spec in specs:
-        events = [queued_event(spec)]
+        events = [status_event(spec, ExecutionStatus.QUEUED)]
         if (at := dispatched.get(spec.id)) is not None:
             events.append(dispatched_event(spec, at))
         for event in events:

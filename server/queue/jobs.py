@@ -15,7 +15,6 @@ import logging
 import time
 from functools import lru_cache
 from types import TracebackType
-from typing import Any
 
 import redis
 from rq.job import Job, get_current_job
@@ -31,8 +30,6 @@ from shared.logs import log_context
 from shared.protocol import (
     CommandCancel,
     CommandCancelPayload,
-    CommandStatus,
-    CommandStatusPayload,
     QueueUpdate,
     now_ms,
 )
@@ -59,14 +56,6 @@ def _agent_available(conn: redis.Redis, agent_id: str) -> bool:
     return online is not None and not paused and not stopped
 
 
-def _status_event(spec: ExecutionSpec, status: ExecutionStatus, **extra: Any) -> CommandStatus:
-    return CommandStatus(
-        payload=CommandStatusPayload(
-            command_id=spec.command_id, agent_id=spec.agent_id, status=status, **extra
-        )
-    )
-
-
 def publish_queue(conn: redis.Redis, agent_id: str, maxlen: int) -> None:
     publish_sync(conn, [QueueUpdate(payload=executions.snapshot(conn, agent_id))], maxlen)
 
@@ -81,7 +70,7 @@ def end_execution(
 ) -> bool:
     """Settle an execution from the hub's side (the agent never confirmed). True if this call did."""
     at = now_ms()
-    event = _status_event(spec, status, end_reason=reason, error=error, completed_at=at)
+    event = dispatch.status_event(spec, status, end_reason=reason, error=error, completed_at=at)
     applied = advance_status_sync(
         conn, spec.id, status, event, maxlen, end_reason=reason.value, error=error or "", completed_at=at
     )
