@@ -358,14 +358,14 @@ async def create_command(hub: Hub, actor: str, body: CommandCreate) -> Command:
     # An idle agent whose socket is here gets its request at admission (server/queue/dispatch.py),
     # scheduled from the thread: the thread's return reaches this task a loop turn or two later.
     loop = asyncio.get_running_loop()
+    announcements: list[CommandStatus] = []
 
     def enqueue() -> None:
-        dispatch.create_and_dispatch(
+        announcements[:] = dispatch.create_and_dispatch(
             hub.redis_sync,
             specs,
             frozenset(s.agent_id for s in specs if s.agent_id in hub.agent_sockets),
             hub.hub_id,
-            hub.settings.event_stream_maxlen,
             lambda agent_id, request: loop.call_soon_threadsafe(hub.forward_to_agent, agent_id, request),
         )
 
@@ -383,6 +383,8 @@ async def create_command(hub: Hub, actor: str, body: CommandCreate) -> Command:
         async with hub.sessions() as session, session.begin():
             await session.run_sync(write)
         await asyncio.to_thread(enqueue)
+    for event in announcements:
+        await hub.publish(event)
     queues = await publish_queues(hub, {s.agent_id for s in specs})
     await hub.audit(
         actor,

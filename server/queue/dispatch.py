@@ -44,8 +44,11 @@ BY_CANCEL = "cancel"
 #: resend, no time limit on the hub's side) until one is free, and the pool is the cap on how many
 #: commands run at once. KEYS[7] = the supervised executions: the execution joins them at once, so
 #: that a worker lost before its job beats is noticed (``executions.resume_supervision``).
+#: KEYS[8] = the agent's live state: it names the hub that holds its socket now, which may not be
+#: this one, whose record of a socket closed under it can lag.
 #: ARGV[1] = agent id, ARGV[2] = the hub's claim, ARGV[3] = started at (ms), ARGV[4] = DISPATCHED,
-#: ARGV[5] = its rank, ARGV[6] = the execution id. Returns 1 when the hub is to send the request.
+#: ARGV[5] = its rank, ARGV[6] = the execution id, ARGV[7] = the hub's id. Returns 1 when the hub is
+#: to send the request.
 DISPATCH_BY_HUB = """
 if tonumber(redis.call('HGET', KEYS[1], 'rank') or '-1') ~= 0 then
   return 0
@@ -53,7 +56,7 @@ end
 if redis.call('HEXISTS', KEYS[1], 'dispatcher') == 1 then
   return 0
 end
-if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) or redis.call('HGET', KEYS[8], 'hub') ~= ARGV[7] then
   return 0
 end
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 or redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then
@@ -110,6 +113,7 @@ def dispatch_by_hub(conn: redis.Redis, spec: ExecutionSpec, hub_id: str) -> int 
             WORKERS_BY_QUEUE_KEY % keys.COMMAND_QUEUE,
             Queue.redis_queue_namespace_prefix + keys.COMMAND_QUEUE,
             keys.SUPERVISED,
+            keys.agent(spec.agent_id),
         ],
         args=[
             spec.agent_id,
@@ -118,6 +122,7 @@ def dispatch_by_hub(conn: redis.Redis, spec: ExecutionSpec, hub_id: str) -> int 
             ExecutionStatus.DISPATCHED.value,
             ExecutionStatus.DISPATCHED.rank,
             spec.id,
+            hub_id,
         ],
     )
     return at if int(claimed) == 1 else None
@@ -161,29 +166,26 @@ def create_and_dispatch(
     specs: list[ExecutionSpec],
     local_agents: Collection[str],
     hub_id: str,
-    maxlen: int,
     send: Callable[[str, str], object],
-) -> int:
-    """Create the executions (``executions.create``) and announce them QUEUED; of those admitted at
-    once whose agent's socket is on this hub, claim the first request, hand it to
-    ``send(agent_id, request)`` (called in this thread: it is to schedule the send on the hub's loop)
-    and announce DISPATCHED. Returns how many were sent.
+) -> list[CommandStatus]:
+    """Create the executions (``executions.create``); of those admitted at once whose agent's socket
+    is on this hub, claim the first request and hand it to ``send(agent_id, request)`` (called in
+    this thread: it is to schedule the send on the hub's loop). Returns the events that announce
+    them, for the caller to publish: each execution's QUEUED, and DISPATCHED after it for each sent.
 
-    The events go to the stream after the sends: every hub's loop wakes for them, and this thread
-    would then wait for the GIL before it could schedule a send. (Should the agent's ACK beat them,
-    its EXECUTING is first on the stream; the hub's records and the TUI keep the later status, and
-    EXECUTING carries the start time too.)"""
+    They are not written here: every hub's loop wakes for an event on the stream, and this thread
+    would then wait for the GIL before it could schedule a send; and the hub's publisher keeps them
+    through a Redis outage, where a write here would fail the request of a command that runs.
+    (Should the agent's ACK beat them, its EXECUTING is first on the stream; the hub's records, the
+    store and the TUI keep the later status, and EXECUTING carries the start time too.)"""
     dispatched: dict[str, int] = {}
     for spec in executions.create(conn, specs):
         if spec.agent_id in local_agents and (at := dispatch_by_hub(conn, spec, hub_id)) is not None:
             send(spec.agent_id, command_request(spec))
             dispatched[spec.id] = at
-    pipe = conn.pipeline(transaction=False)
+    events: list[CommandStatus] = []
     for spec in specs:
-        events = [status_event(spec, ExecutionStatus.QUEUED)]
+        events.append(status_event(spec, ExecutionStatus.QUEUED))
         if (at := dispatched.get(spec.id)) is not None:
             events.append(dispatched_event(spec, at))
-        for event in events:
-            pipe.xadd(keys.EVENTS_STREAM, {"m": event.to_json()}, maxlen=maxlen, approximate=True)
-    pipe.execute()
-    return len(dispatched)
+    return events

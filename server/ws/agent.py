@@ -409,6 +409,8 @@ class AgentSession:
             if await advance_status(
                 hub.redis, execution_id, ExecutionStatus.EXECUTING, event, hub.settings.event_stream_maxlen
             ):
+                # The start is the dispatch's; an ACK that beats the job's mark of it gives its own.
+                await hub.redis.hsetnx(keys.execution(execution_id), "started_at", at)
                 await hub.agents.set_current(self.agent_id, p.command_id)
                 await publish_queues(hub, {self.agent_id})
 

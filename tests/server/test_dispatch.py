@@ -19,12 +19,13 @@ from rq.worker import WorkerStatus
 from websockets.asyncio.client import ClientConnection
 
 from server import keys
+from server.events import publish_sync
 from server.queue import dispatch, executions, jobs
 from server.queue.executions import ExecutionSpec
 from server.redis_embedded import EmbeddedRedis
 from server.worker import SupervisorWorker
 from shared.config import Settings
-from shared.enums import AckStatus, CompletionStatus
+from shared.enums import AckStatus, CompletionStatus, ExecutionStatus
 from shared.protocol import CommandAck, CommandAckPayload, CommandComplete, CommandCompletePayload
 from tests.harness import HubProcess, timeout, wait_command
 from tests.reliability.helpers import keep_beating
@@ -63,8 +64,10 @@ def worker(conn: redis.Redis) -> SupervisorWorker:
     return register_worker(conn, WorkerStatus.IDLE)
 
 
-def online(conn: redis.Redis, *agent_ids: str) -> None:
+def online(conn: redis.Redis, *agent_ids: str, hub_id: str = HUB) -> None:
+    """As ``Agents.mark_online`` leaves an agent whose socket ``hub_id`` holds."""
     for agent_id in agent_ids:
+        conn.hset(keys.agent(agent_id), "hub", hub_id)
         conn.zadd(keys.ONLINE_AGENTS, {agent_id: 1})
 
 
@@ -88,9 +91,14 @@ class Sent(list[tuple[str, str]]):
 
 
 def create(conn: redis.Redis, specs: list[ExecutionSpec], local: set[str]) -> Sent:
+    """Create and dispatch as the hub does, and publish the announcements as its publisher would."""
     sent = Sent()
-    count = dispatch.create_and_dispatch(conn, specs, local, HUB, 1000, sent)
-    assert count == len(sent)
+    announcements = dispatch.create_and_dispatch(conn, specs, local, HUB, sent)
+    dispatched = [
+        e.payload.command_id for e in announcements if e.payload.status == ExecutionStatus.DISPATCHED
+    ]
+    assert dispatched == [json.loads(request)["payload"]["commandId"] for _, request in sent]
+    publish_sync(conn, announcements, 1000)
     return sent
 
 
@@ -127,7 +135,8 @@ def test_the_hub_sends_the_request_of_an_idle_local_agent_at_admission(
 
 
 @pytest.mark.parametrize(
-    "why", ["elsewhere", "offline", "paused", "stopped", "no-worker", "workers-busy", "jobs-waiting"]
+    "why",
+    ["elsewhere", "taken-over", "offline", "paused", "stopped", "no-worker", "workers-busy", "jobs-waiting"],
 )
 def test_the_hub_leaves_the_request_to_the_job(conn: redis.Redis, why: str) -> None:
     if why != "no-worker":
@@ -135,7 +144,8 @@ def test_the_hub_leaves_the_request_to_the_job(conn: redis.Redis, why: str) -> N
     if why == "jobs-waiting":  # another job waits for the one idle worker
         Queue(keys.COMMAND_QUEUE, connection=conn).push_job_id("someone-elses")
     if why != "offline":
-        online(conn, "agent-1")
+        # taken-over: this hub still holds a socket of the agent's, which has connected to another.
+        online(conn, "agent-1", hub_id="hub-b" if why == "taken-over" else HUB)
     if why == "paused":
         conn.sadd(keys.PAUSED_AGENTS, "agent-1")
     if why == "stopped":
@@ -245,6 +255,39 @@ async def test_an_idle_agent_gets_its_request_once_and_the_job_supervises_it(hub
                 await no_request(ws, 2.5 * retry_s)
                 await ws.send(complete(command_id, agent_id))
                 assert wait_command(client, command_id, 20)["status"] == "COMPLETED"
+    finally:
+        beats.cancel()
+        await ws.close()
+
+
+async def test_an_ack_that_beats_the_mark_of_the_dispatch_gives_the_start(hub: HubProcess) -> None:
+    """A job marks the execution DISPATCHED, with its start, just after it sends the request; the
+    agent's ACK can come first. Here the execution is put back as it is in that window (sent, still
+    QUEUED, no start): the ACK gives the start, which the completion reports."""
+    ws, agent_id = await open_agent(hub, "ack-first")
+    beats = keep_beating(ws, agent_id)
+    try:
+        with (
+            hub.client() as client,
+            redis.Redis(unix_socket_path=str(hub.settings.embedded_redis_socket)) as conn,
+        ):
+            response = client.post("/commands", json={"content": "c", "targetAgents": [agent_id]})
+            assert response.status_code == 201, response.text
+            command_id = response.json()["id"]
+            await next_request(ws, 10)
+            key = keys.execution(command_id)
+            conn.hdel(key, "started_at")
+            conn.hset(key, mapping={"status": ExecutionStatus.QUEUED.value, "rank": 0})
+            before = time.time() * 1000
+            await ws.send(ack(command_id, agent_id))
+            deadline = time.monotonic() + timeout(10)
+            while (state := conn.hgetall(key)).get(b"started_at") is None:
+                assert time.monotonic() < deadline, state
+                await asyncio.sleep(0.02)
+            assert state[b"status"] == ExecutionStatus.EXECUTING.value.encode()
+            assert int(state[b"started_at"]) >= before - 1
+            await ws.send(complete(command_id, agent_id))
+            assert wait_command(client, command_id, 20)["status"] == "COMPLETED"
     finally:
         beats.cancel()
         await ws.close()
