@@ -291,7 +291,13 @@ def main() -> None:
                 idle_cpu,
                 "% of one core",
                 f"<= {TARGET_IDLE_CPU:g}% with {args.agents} agents connected: "
-                f"{verdict(idle_cpu <= TARGET_IDLE_CPU)}",
+                f"{verdict(idle_cpu <= TARGET_IDLE_CPU)}"
+                # The Up column counts seconds in an agent's first minute, minutes after.
+                + (
+                    " (--quick: the agents are up under a minute, their Up cells tick each second)"
+                    if args.quick
+                    else ""
+                ),
             )
             metric("memory_feed_rate", args.memory_lines / feed_s, "lines/s", "- (parse + state + draw)")
             metric(

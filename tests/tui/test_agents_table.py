@@ -16,7 +16,10 @@ from tui.widgets.agents_table import AgentsTable
 
 def test_uptime_adds_the_time_since_the_report() -> None:
     now = 1_800_000_000.0
-    assert fmt.uptime(30.0, int((now - 90) * 1000), now=now) == "2m00s"
+    assert fmt.uptime(30.0, int((now - 90) * 1000), now=now) == "2m"
+    assert fmt.uptime(30.0, int((now - 89.5) * 1000), now=now) == "1m"
+    assert fmt.uptime(3600.0 + 59 * 60 + 59, int(now * 1000), now=now) == "1h59m"
+    assert fmt.uptime(49 * 3600.0, int(now * 1000), now=now) == "2d01h"
     assert fmt.uptime(12.6, int(now * 1000), now=now) == "12s"
     assert fmt.uptime(5.0, None, now=now) == "5s"  # no report time: what the agent said
     assert fmt.uptime(5.0, int((now + 3) * 1000), now=now) == "5s"  # a clock ahead adds nothing
@@ -47,10 +50,15 @@ async def test_the_uptime_column_ticks_for_online_agents(monkeypatch: pytest.Mon
         monkeypatch.setattr(time, "time", lambda: start)  # however long the app took to start
         table.show([agent(AgentStatus.ONLINE, start - 90)])
         await pilot.pause()
-        assert table.get_cell("a-1", "uptime") == "2m00s"
+        assert table.get_cell("a-1", "uptime") == "2m"
+        # Within the minute the cell stays as it is: no update, no render of the table.
+        monkeypatch.setattr(time, "time", lambda: start + 30)
+        updates = table._update_count
+        table._tick_uptime()
+        assert table.get_cell("a-1", "uptime") == "2m" and table._update_count == updates
         monkeypatch.setattr(time, "time", lambda: start + 60)
         table._tick_uptime()
-        assert table.get_cell("a-1", "uptime") == "3m00s"
+        assert table.get_cell("a-1", "uptime") == "3m"
         # An offline agent shows when it was last seen, and the tick leaves that alone.
         table.show([agent(AgentStatus.OFFLINE, start - 90)])
         table._tick_uptime()
