@@ -31,6 +31,10 @@ PUBLISH_BATCH = 500
 PUBLISH_MAX_CHARS = 16 * 1024 * 1024
 #: Unflushed events a hub holds before publishers wait for Redis.
 MAX_UNFLUSHED = 20_000
+#: The stream keeps this many events at least, however large they are.
+MIN_STREAM_EVENTS = 100
+#: How much of the mean event size each publish carries over (the rest is the new batch's).
+_SIZE_DECAY = 0.9
 
 
 def encode(event: BaseModel) -> str:
@@ -55,7 +59,11 @@ class EventPublisher:
 
     redis: aioredis.Redis
     maxlen: int
+    #: About how many characters of events the stream keeps (0: no bound but ``maxlen``).
+    max_chars: int = 0
     _pending: list[_Item] = field(default_factory=list)
+    _chars_seen: float = 0.0
+    _events_seen: float = 0.0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _room: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
@@ -126,10 +134,9 @@ class EventPublisher:
                 for item in batch:
                     fields.extend((item.dedupe_key, str(item.sequence), item.data, item.local_tag))
                 fields.append("")  # every field is followed by the separator
+                limit = self._stream_limit(len(batch), size)
                 try:
-                    await self._script(
-                        keys=[keys.EVENTS_STREAM], args=[self.maxlen, FIELD_SEPARATOR.join(fields)]
-                    )
+                    await self._script(keys=[keys.EVENTS_STREAM], args=[limit, FIELD_SEPARATOR.join(fields)])
                 except (redis.RedisError, OSError) as exc:
                     # Redis is away: keep the events and try again; they are published in order
                     # once it is back.
@@ -142,6 +149,17 @@ class EventPublisher:
                 del self._pending[: len(batch)]
                 self.published += len(batch)
             self._room.set()
+
+    def _stream_limit(self, events: int, chars: int) -> int:
+        """The length to trim the stream to: ``maxlen``, or fewer events when they are large enough
+        that ``maxlen`` of them would pass ``max_chars`` (by the recent mean size, batch by batch).
+        A flood of large output lines thus costs Redis about ``max_chars``, not ``maxlen`` lines."""
+        if not self.max_chars:
+            return self.maxlen
+        self._chars_seen = self._chars_seen * _SIZE_DECAY + chars
+        self._events_seen = self._events_seen * _SIZE_DECAY + events
+        mean = self._chars_seen / self._events_seen
+        return max(MIN_STREAM_EVENTS, min(self.maxlen, int(self.max_chars / mean)))
 
 
 def advance_args(

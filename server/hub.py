@@ -247,7 +247,7 @@ class Hub:
             make_thread_sessionmaker(self.thread_engine) if self.thread_engine is not None else None
         )
         self.agents = AgentDirectory(self.redis, self.sessions)
-        self.publisher = EventPublisher(self.redis, s.event_stream_maxlen)
+        self.publisher = EventPublisher(self.redis, s.event_stream_maxlen, s.event_stream_max_bytes)
         self.publisher.start()
         self.store = Store(self.redis, self.sessions, consumer=store_consumer_name(s.data_dir))
         self.store.status_counter = self.metrics.command_status

@@ -143,8 +143,13 @@ class Settings(EnvThenToml):
     dispatch_retry_s: float = Field(default=5.0, gt=0)
     #: A running command whose agent stays offline this long is marked FAILED (AGENT_LOST).
     agent_lost_timeout_s: float = Field(default=600.0, gt=0)
-    #: Events kept in the Redis stream for TUI resume (entries).
+    #: Events kept in the Redis stream (entries): the store's buffer while the database falls behind,
+    #: and the window a TUI resumes across.
     event_stream_maxlen: int = Field(default=200_000, ge=1000)
+    #: About how many bytes of events (characters of their JSON) the stream keeps; with
+    #: event_stream_maxlen, whichever is reached first: large output lines shorten the stream instead
+    #: of growing Redis (it keeps 100 events at least).
+    event_stream_max_bytes: int = Field(default=128 * 1024 * 1024, ge=1024 * 1024)
     #: WebSocket connections one hub process accepts; past it, new sockets are closed 1013.
     max_connections: int = Field(default=10_000, ge=1)
     #: Messages per second one agent socket may send (burst the same); more get RATE_LIMIT and are dropped.

@@ -19,17 +19,24 @@ from tests.harness import async_wait_until
 
 
 @pytest.fixture
-async def publisher(tmp_path: Path) -> AsyncIterator[tuple[EventPublisher, aioredis.Redis]]:
+async def client(tmp_path: Path) -> AsyncIterator[aioredis.Redis]:
     server = EmbeddedRedis(tmp_path / "redis", tmp_path / "redis" / "r.sock")
     client = aioredis.Redis.from_url(server.ensure())
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+@pytest.fixture
+async def publisher(client: aioredis.Redis) -> AsyncIterator[tuple[EventPublisher, aioredis.Redis]]:
     events = EventPublisher(client, maxlen=100_000)
     events.start()
     try:
         yield events, client
     finally:
         await events.stop()
-        await client.aclose()
-        server.stop()
 
 
 async def stream(client: aioredis.Redis) -> list[tuple[str, str | None]]:
@@ -88,3 +95,23 @@ async def test_a_call_stops_taking_events_at_its_size_cap(
         events.publish_json(data, dedupe_key="onsembl:execution:e3", sequence=n)
     await async_wait_until(lambda: events.published == len(lines), 10, "publish")
     assert await stream(client) == [(data, None) for data in lines]
+
+
+async def test_large_events_shorten_the_stream_to_its_byte_bound(client: aioredis.Redis) -> None:
+    events = EventPublisher(client, maxlen=100_000, max_chars=2_000_000)
+    events.start()
+    try:
+        # 1,000 lines of 10,000 characters: about 200 fit the bound (the count would keep all).
+        for n in range(1000):
+            events.publish_json(json.dumps({"n": n, "text": "x" * 10_000}))
+        await async_wait_until(lambda: events.published == 1000 and not events.pending, 20, "publish")
+        large = await client.xlen(keys.EVENTS_STREAM)
+        assert 150 <= large <= 300, large
+        # Small ones again: the mean size falls (the large ones' weight decays batch by batch), and
+        # the stream grows back towards the count.
+        for n in range(5000):
+            events.publish_json(json.dumps({"n": n}))
+        await async_wait_until(lambda: events.published == 6000 and not events.pending, 20, "publish")
+        assert await client.xlen(keys.EVENTS_STREAM) >= 2000
+    finally:
+        await events.stop()
