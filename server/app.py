@@ -39,8 +39,12 @@ _HTTP_ERRORS = {
 }
 
 
-def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message, "details": details}, status_code=status)
+def _error(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": code, "message": message, "details": details}, status_code=status, headers=headers
+    )
 
 
 def create_app(settings: Settings | None = None, *, embedded_workers: int = 0) -> FastAPI:
@@ -69,7 +73,7 @@ def create_app(settings: Settings | None = None, *, embedded_workers: int = 0) -
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return _error(exc.status, exc.code.value, exc.message, exc.details)
+        return _error(exc.status, exc.code.value, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

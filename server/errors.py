@@ -9,12 +9,21 @@ from shared.enums import ErrorCode
 
 
 class ServiceError(Exception):
-    def __init__(self, code: ErrorCode, message: str, status: int, details: Any = None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        status: int,
+        details: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
         self.details = details
+        self.headers = headers or {}
 
 
 def not_found(what: str, ident: str) -> ServiceError:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -187,6 +188,17 @@ class HubProcess:
 
     def user_token(self, email: str = "tester@example.com") -> str:
         return mint(self.settings, TokenKind.ACCESS, email)
+
+    def sign_in_code(self, email: str, seconds: float = 10) -> str:
+        """The latest one-time code the hub logged for ``email`` (a hub without SMTP logs them)."""
+        pattern = re.compile(rf"sign-in code for {re.escape(email)}: (\d{{6}})")
+        return str(
+            wait_until(
+                lambda: (found := pattern.findall(self.log_path.read_text(errors="replace"))) and found[-1],
+                seconds,
+                "the sign-in code in the hub's log",
+            )
+        )
 
     def agent_token(self, name: str) -> tuple[str, str]:
         settings = self.settings

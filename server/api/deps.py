@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from server.auth.tokens import Principal, TokenError, TokenKind, verify
+from server.auth.tokens import Principal, TokenError, TokenKind, WrongKind, verify
 from server.errors import ServiceError
 from server.hub import Hub
 from shared.api import ErrorBody
@@ -34,6 +34,9 @@ async def current_user(
         raise ServiceError(ErrorCode.AUTH_FAILED, "missing bearer token", 401)
     try:
         return verify(hub.settings, credentials.credentials, TokenKind.ACCESS)
+    except WrongKind as exc:
+        # Authenticated, but as something the REST API does not serve: an agent.
+        raise ServiceError(ErrorCode.AUTH_FAILED, str(exc), 403) from exc
     except TokenError as exc:
         raise ServiceError(ErrorCode.AUTH_FAILED, str(exc), 401) from exc
 
@@ -47,8 +50,10 @@ _STATUS_TEXT = {
     400: "Bad input (the body is valid JSON of the right shape, but says something impossible)",
     401: "Missing, expired or wrong bearer token",
     404: "Not found",
+    403: "A valid token of the wrong kind (an agent's token on the REST API)",
     409: "Conflict with the current state",
     422: "The request does not match the API",
+    429: "Too many requests of this kind; Retry-After says when to try again",
 }
 
 

@@ -20,6 +20,7 @@ from email.message import EmailMessage
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.auth import throttle
 from server.auth.tokens import TokenKind, mint
 from server.db.models import LoginCodeRow, RefreshTokenRow, UserRow
 from server.errors import ServiceError
@@ -41,9 +42,12 @@ def _auth_failed(message: str) -> ServiceError:
     return ServiceError(ErrorCode.AUTH_FAILED, message, 401)
 
 
-async def request_link(hub: Hub, email: str, base_url: str) -> int:
+async def request_link(hub: Hub, email: str, base_url: str, client: str) -> int:
+    """Send a code and a link to ``email``; ``client`` is the requester's address, for the throttles."""
     settings = hub.settings
     email = email.strip().lower()
+    await throttle.count(hub.redis, throttle.LINKS_PER_CLIENT, client)
+    await throttle.count(hub.redis, throttle.LINKS_PER_EMAIL, email)
     if settings.allowed_emails and email not in {e.lower() for e in settings.allowed_emails}:
         # Say nothing about which addresses exist; just do not send.
         log.warning("sign-in requested for %s, which is not in allowed_emails", email)
@@ -88,7 +92,12 @@ def _send_mail(hub: Hub, to: str, body: str) -> None:
         smtp.send_message(message)
 
 
-async def verify(hub: Hub, *, email: str | None, code: str | None, token: str | None) -> TokenPair:
+async def verify(
+    hub: Hub, *, email: str | None, code: str | None, token: str | None, client: str
+) -> TokenPair:
+    await throttle.count(hub.redis, throttle.VERIFY_PER_CLIENT, client)
+    if not token and email:
+        await throttle.count(hub.redis, throttle.VERIFY_PER_EMAIL, email.strip().lower())
     secret = hub.settings.secret()
     now = now_ms()
     async with hub.sessions() as session, session.begin():

@@ -26,6 +26,10 @@ class TokenError(Exception):
     """The token is missing, malformed, expired, or not for this use. The message is safe to show."""
 
 
+class WrongKind(TokenError):
+    """A valid token of another kind: an agent's token on the REST API, a user's on an agent socket."""
+
+
 @dataclass(frozen=True)
 class Principal:
     kind: TokenKind
@@ -72,7 +76,7 @@ def verify(settings: Settings, token: str, expected: TokenKind) -> Principal:
     except jwt.InvalidTokenError as exc:
         raise TokenError(f"invalid token: {type(exc).__name__}") from exc
     if claims.get("typ") != expected.value:
-        raise TokenError(
+        raise WrongKind(
             f"a {claims.get('typ')!s} token cannot be used here; a {expected.value} token is needed"
         )
     subject = claims["sub"]

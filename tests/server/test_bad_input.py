@@ -201,11 +201,16 @@ async def test_bad_tokens_close_1008_with_auth_failed(hub: HubProcess) -> None:
         assert (
             messages and messages[0]["type"] == "ERROR" and messages[0]["payload"]["code"] == "AUTH_FAILED"
         ), label
-    # REST: 401 with the error body, for a missing, bad or agent token.
+    # REST: 401 with the error body for a missing or bad token; 403 for an agent's (valid, but not a
+    # user's).
     async with httpx.AsyncClient(base_url=hub.url) as client:
-        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Bearer {agent_token}"}):
+        for headers, status in (
+            ({}, 401),
+            ({"Authorization": "Bearer nope"}, 401),
+            ({"Authorization": f"Bearer {agent_token}"}, 403),
+        ):
             response = await client.get("/v1/agents", headers=headers)
-            assert response.status_code == 401
+            assert response.status_code == status
             assert response.json()["error"] == "AUTH_FAILED"
 
 

@@ -8,7 +8,7 @@ from server.errors import not_found
 from shared.api import Agent, AgentQueue, ControlRequest, ControlResult, QueueReorder
 from shared.enums import ControlAction
 
-router = APIRouter(prefix="/agents", tags=["agents"], responses=errors(400, 401, 404, 409, 422))
+router = APIRouter(prefix="/agents", tags=["agents"], responses=errors(400, 401, 403, 404, 409, 422))
 
 
 @router.get("", response_model=list[Agent])

@@ -10,7 +10,7 @@ from server.db.models import AuditLogRow
 from shared.api import AuditLog, Page
 from shared.model import MAX_INT
 
-router = APIRouter(prefix="/audit-logs", tags=["audit"], responses=errors(401, 422))
+router = APIRouter(prefix="/audit-logs", tags=["audit"], responses=errors(401, 403, 422))
 
 
 @router.get("", response_model=Page[AuditLog])

@@ -13,7 +13,7 @@ from shared.api import CancelRequest, Command, CommandCreate, InputAnswer, Outpu
 from shared.enums import CommandType, ExecutionStatus, StreamType, TraceType
 from shared.model import MAX_INT
 
-router = APIRouter(prefix="/commands", tags=["commands"], responses=errors(400, 401, 404, 409, 422))
+router = APIRouter(prefix="/commands", tags=["commands"], responses=errors(400, 401, 403, 404, 409, 422))
 
 
 @router.post("", response_model=Command, status_code=201)

@@ -13,7 +13,7 @@ from server.errors import conflict
 from shared.api import ConstraintProfile, ConstraintProfileCreate, Page
 from shared.protocol import now_ms
 
-router = APIRouter(prefix="/constraints", tags=["constraints"], responses=errors(400, 401, 409, 422))
+router = APIRouter(prefix="/constraints", tags=["constraints"], responses=errors(400, 401, 403, 409, 422))
 
 
 def _record(row: ConstraintProfileRow) -> ConstraintProfile:

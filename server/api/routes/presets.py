@@ -14,7 +14,7 @@ from shared.enums import CommandType
 from shared.presets import variables_of
 from shared.protocol import now_ms
 
-router = APIRouter(prefix="/presets", tags=["presets"], responses=errors(400, 401, 404, 409, 422))
+router = APIRouter(prefix="/presets", tags=["presets"], responses=errors(400, 401, 403, 404, 409, 422))
 
 
 def _record(row: PresetRow) -> Preset:

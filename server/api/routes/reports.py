@@ -12,7 +12,7 @@ from server.errors import not_found
 from shared.api import Page, Report, ReportContent
 from shared.enums import ReportStatus
 
-router = APIRouter(prefix="/reports", tags=["reports"], responses=errors(401, 404, 422))
+router = APIRouter(prefix="/reports", tags=["reports"], responses=errors(401, 403, 404, 422))
 
 
 def _record(row: ReportRow) -> Report:

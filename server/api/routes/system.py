@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -11,7 +12,7 @@ from server.api.deps import HubDep, UserDep, errors
 from server.metrics import CONTENT_TYPE
 from shared.api import ComponentHealth, EmergencyStopResult, ErrorBody, Health
 
-router = APIRouter(tags=["system"], responses=errors(401))
+router = APIRouter(tags=["system"], responses=errors(401, 403))
 
 
 @router.post("/emergency-stop", response_model=EmergencyStopResult)
@@ -22,9 +23,12 @@ async def emergency_stop(hub: HubDep, user: UserDep) -> EmergencyStopResult:
 health_router = APIRouter(tags=["system"], responses=errors(401))
 
 
-@health_router.get(
-    "/health", response_model=Health, responses={503: {"model": Health}, 500: {"model": ErrorBody}}
-)
+_HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {503: {"model": Health}, 500: {"model": ErrorBody}}
+
+
+# At the root for load balancers and probes, and under /v1 with the rest of the API (the SPEC's list).
+@health_router.get("/health", response_model=Health, responses=_HEALTH_RESPONSES)
+@health_router.get("/v1/health", response_model=Health, responses=_HEALTH_RESPONSES)
 async def health(hub: HubDep) -> JSONResponse:
     checks = await hub.health()
     parts = {name: ComponentHealth(ok=ok, detail=detail) for name, (ok, detail) in checks.items()}
