@@ -39,11 +39,11 @@ OUTSIDE_MODELS: dict[str, str] = {
     "read only when it exists.",
     "ONSEMBL_CREDENTIALS_FILE": "Where `onsembl-tui login` keeps the tokens (mode 0600). Default: "
     "`~/.config/onsembl/credentials.json`; `--credentials` overrides it.",
-    "ONSEMBL_SERVER_URL": "Hub base URL for `onsembl-tui`, `onsembl-tui login` and `onsembl-agent` "
-    "(`--server` overrides it). Read from the environment only: `server_url` in `ONSEMBL_CONFIG` is "
-    "not used by these clients.",
-    "ONSEMBL_TOKEN": "Bearer token for `onsembl-tui` (an access token) and `onsembl-agent` (an agent "
-    "token); `--token` overrides it. Environment only, as above.",
+    "ONSEMBL_SERVER_URL": "Hub base URL for `onsembl-agent` (`--server` overrides it), before the "
+    "agent's own file (`ONSEMBL_AGENT_CONFIG`); then `server_url` of the table above, from the "
+    "environment or `ONSEMBL_CONFIG`'s file, as `onsembl-tui` and `onsembl-tui login` read it.",
+    "ONSEMBL_TOKEN": "Bearer token for `onsembl-agent` (an agent token; `--token` overrides it), in the "
+    "same order as above; `onsembl-tui` reads `token` of the table above (an access token).",
     "ONSEMBL_AGENT_CONFIG": "`onsembl-agent`: TOML file with the keys `server`, `token`, `name`, "
     "`workdir`, `state_dir`, `heartbeat`, `log_level`, `worktree`, `args` (`--config` overrides it).",
     "ONSEMBL_AGENT_NAME": "`onsembl-agent`: the agent's name, for its log (`--name`; the token fixes "
@@ -93,18 +93,22 @@ def models() -> list[tuple[str, type[BaseSettings], str]]:
 
 
 def field_comments(model: type[BaseSettings]) -> dict[str, str]:
-    """The ``#:`` comment lines right above each field of the class body."""
+    """The ``#:`` comment lines right above each field of the class body, and of the project's
+    classes it inherits fields from."""
     comments: dict[str, str] = {}
-    pending: list[str] = []
-    for line in inspect.getsource(model).splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#:"):
-            pending.append(stripped[2:].strip())
+    for cls in reversed(model.__mro__):
+        if not cls.__module__.startswith(("shared.", "tui.")):
             continue
-        match = re.match(r"^\s{4}([a-z_][a-z0-9_]*)\s*:", line)
-        if match and pending:
-            comments[match.group(1)] = " ".join(pending)
-        pending = []
+        pending: list[str] = []
+        for line in inspect.getsource(cls).splitlines():
+            stripped = line.strip()
+            if stripped.startswith("#:"):
+                pending.append(stripped[2:].strip())
+                continue
+            match = re.match(r"^\s{4}([a-z_][a-z0-9_]*)\s*:", line)
+            if match and pending:
+                comments[match.group(1)] = " ".join(pending)
+            pending = []
     return comments
 
 

@@ -85,9 +85,28 @@ class EnvThenToml(BaseSettings):
         return tuple(sources)
 
 
-class Settings(EnvThenToml):
+class ClientSettings(EnvThenToml):
+    """The part of the settings the clients (``onsembl-agent``, ``onsembl-tui``) read: the same
+    environment and TOML file as the hub's, without the hub's own checks, which a client machine
+    need not pass."""
+
     model_config = SettingsConfigDict(env_prefix="ONSEMBL_", extra="ignore", validate_default=True)
 
+    #: Clients (``onsembl-agent``, ``onsembl-tui``): the hub's URL when no ``--server`` gives it.
+    server_url: str = ""
+    #: Clients: a token when no ``--token`` gives it (an agent token for ``onsembl-agent``, an access
+    #: token for ``onsembl-tui``).
+    token: SecretStr | None = None
+
+    @classmethod
+    def toml_path(cls) -> Path | None:
+        return config_file()
+
+    def token_text(self) -> str:
+        return self.token.get_secret_value() if self.token is not None else ""
+
+
+class Settings(ClientSettings):
     #: Where the hub keeps its SQLite file, embedded Redis, generated JWT secret (default: the per-user
     #: data dir, e.g. ~/.local/share/onsembl).
     data_dir: Path = Field(default_factory=default_data_dir)
@@ -170,15 +189,6 @@ class Settings(EnvThenToml):
     #: Bearer token that ``GET /metrics`` requires (Prometheus ``authorization`` credentials); empty:
     #: the endpoint is open, like ``/health`` (it shows counts, never names, ids or secrets).
     metrics_token: str = ""
-    # client side
-    #: Clients: the hub's URL (the wrapper and the TUI read ONSEMBL_SERVER_URL).
-    server_url: str = ""
-    #: Clients: a token (the wrapper and the TUI read ONSEMBL_TOKEN).
-    token: SecretStr | None = None
-
-    @classmethod
-    def toml_path(cls) -> Path | None:
-        return config_file()
 
     @field_validator("log_level", mode="before")
     @classmethod

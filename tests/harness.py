@@ -200,14 +200,14 @@ class HubProcess:
             )
         )
 
-    def agent_token(self, name: str) -> tuple[str, str]:
+    def agent_token(self, name: str, ttl_s: int | None = None) -> tuple[str, str]:
         settings = self.settings
         agent_id = (
             asyncio.run(_ensure_agent(settings, name, "shell"))
             if not _in_loop()
             else _run_in_thread(settings, name)
         )
-        return agent_id, mint(settings, TokenKind.AGENT, agent_id, name=name)
+        return agent_id, mint(settings, TokenKind.AGENT, agent_id, name=name, ttl_s=ttl_s)
 
     def client(self, email: str = "tester@example.com") -> httpx.Client:
         return httpx.Client(
@@ -269,10 +269,13 @@ def start_agent(
     extra_env: dict[str, str] | None = None,
     options: tuple[str, ...] = (),
     server_url: str | None = None,
+    token: str | None = None,
 ) -> AgentProcess:
     """A real ``onsembl-agent`` process. For claude, gemini and codex the fake CLIs of tests/fakes
-    come first on PATH, so the wrapper runs them exactly as it would run the real ones."""
-    agent_id, token = hub.agent_token(name)
+    come first on PATH, so the wrapper runs them exactly as it would run the real ones. ``token``:
+    this one instead of a new one (of the agent ``name``)."""
+    agent_id, new_token = hub.agent_token(name)
+    token = token or new_token
     log_path = hub.data_dir / f"agent-{name}.log"
     state_dir = hub.data_dir / "agents" / name
     log = open(log_path, "ab")

@@ -4,9 +4,9 @@
     onsembl-tui login EMAIL [--server URL] [--code CODE]
     onsembl-tui --serve [--serve-port 8710]     # the same TUI in a web browser (textual-serve)
 
-The hub URL comes from --server, ONSEMBL_SERVER_URL, the credentials file, or http://127.0.0.1:8700;
-the token from --token, ONSEMBL_TOKEN, or the credentials file written by ``login`` (refreshed
-silently while the TUI runs).
+The hub URL comes from --server, ONSEMBL_SERVER_URL, ``server_url`` in the settings file (ONSEMBL_CONFIG),
+the credentials file, or http://127.0.0.1:8700; the token from --token, ONSEMBL_TOKEN, ``token`` in the
+settings file, or the credentials file written by ``login`` (refreshed silently while the TUI runs).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import httpx
 from pydantic import ValidationError
 
 from shared.api import MagicLinkRequest, TokenPair, VerifyRequest
-from shared.config import DEFAULT_PORT
+from shared.config import DEFAULT_PORT, ClientSettings
 from tui.client import credentials as creds
 from tui.client.auth import RefreshingTokenSource, TokenSource
 
@@ -105,11 +105,22 @@ def serve(args: argparse.Namespace, server: str) -> int:
     return 0
 
 
+def _shared_settings() -> ClientSettings:
+    """ONSEMBL_SERVER_URL and ONSEMBL_TOKEN, else ``server_url`` and ``token`` of the settings file
+    every command reads (ONSEMBL_CONFIG, or the per-user config.toml)."""
+    try:
+        return ClientSettings()
+    except (ValidationError, ValueError, OSError) as exc:
+        print(f"onsembl-tui: cannot read the settings: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from exc
+
+
 def resolve(
     server: str | None, token: str | None, path: Path | None = None
 ) -> tuple[str, TokenSource | None]:
-    server = server or os.environ.get("ONSEMBL_SERVER_URL") or ""
-    token = token or os.environ.get("ONSEMBL_TOKEN") or ""
+    shared = _shared_settings()
+    server = server or shared.server_url
+    token = token or shared.token_text()
     saved = creds.load(path)
     if not server:
         server = saved.server_url if saved else DEFAULT_SERVER
@@ -146,7 +157,7 @@ def login_main(argv: list[str]) -> int:
     parser.add_argument("--code", help="the 6-digit code or the magic link (asked for when not given)")
     parser.add_argument("--credentials", type=Path, help="where to keep the tokens (0600)")
     args = parser.parse_args(argv)
-    server = (args.server or os.environ.get("ONSEMBL_SERVER_URL") or DEFAULT_SERVER).rstrip("/")
+    server = (args.server or _shared_settings().server_url or DEFAULT_SERVER).rstrip("/")
     try:
         MagicLinkRequest(email=args.email)
     except ValidationError:

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
-    """Flags, then environment, then the TOML file."""
+    """Flags, then environment, then the agent's TOML file (``--config``), then the shared settings."""
     file: dict[str, Any] = {}
     config = args.config or (
         Path(os.environ["ONSEMBL_AGENT_CONFIG"]) if os.environ.get("ONSEMBL_AGENT_CONFIG") else None
@@ -91,14 +91,31 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         "heartbeat": args.heartbeat,
         "log_level": args.log_level,
     }
-    merged = {
-        key: next((v for v in (flags.get(key), env.get(key), file.get(key)) if v not in (None, "")), None)
-        for key in flags
-    }
+    merged = {key: _first(flags.get(key), env.get(key), file.get(key)) for key in flags}
+    if not merged["server"] or not merged["token"]:
+        merged.update(_from_shared_settings(merged))
     env_worktree = os.environ.get("ONSEMBL_WORKTREE", "").strip().lower() in ("1", "true", "yes", "on")
     merged["worktree"] = bool(args.worktree or file.get("worktree") or env_worktree)
     merged["args"] = list(args.args) if args.args else [str(a) for a in file.get("args", [])]
     return merged
+
+
+def _from_shared_settings(merged: dict[str, Any]) -> dict[str, Any]:
+    """The hub's URL and token from the settings every command reads (ONSEMBL_CONFIG's TOML file, or
+    the per-user config.toml), for what flags, environment and the agent's file left unset. Imported
+    only then: pydantic-settings is memory the idle wrapper does not otherwise need."""
+    from pydantic import ValidationError
+
+    from shared.config import ClientSettings
+
+    try:
+        shared = ClientSettings()
+    except (ValidationError, ValueError, OSError) as exc:
+        raise SystemExit(f"onsembl-agent: cannot read the settings file: {exc}") from exc
+    return {
+        "server": merged["server"] or shared.server_url or None,
+        "token": merged["token"] or shared.token_text() or None,
+    }
 
 
 def _first(*values: Any) -> Any:
@@ -172,6 +189,7 @@ def build_client(kind: str, config: dict[str, Any]) -> AgentClient | int:
         version=f"onsembl-agent; {version}" if version else "onsembl-agent",
         heartbeat_s=float(config["heartbeat"] or 30),
         outbox=Outbox(spill_path=state_dir / "outbox.jsonl"),
+        token_file=state_dir / "token",
     )
     return client
 
@@ -209,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(config["log_level"] or "INFO")
     if not config["server"] or not config["token"]:
         print(
-            "onsembl-agent: give --server and --token (or ONSEMBL_SERVER_URL and ONSEMBL_TOKEN)",
+            "onsembl-agent: give --server and --token (or ONSEMBL_SERVER_URL and ONSEMBL_TOKEN, or\n"
+            "server_url and token in the settings file, ONSEMBL_CONFIG)",
             file=sys.stderr,
         )
         raise SystemExit(EXIT_CONFIG)

@@ -11,10 +11,12 @@ import binascii
 import contextlib
 import json
 import logging
+import os
 import platform
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import websockets
 from pydantic import ValidationError
@@ -35,6 +37,7 @@ from shared.protocol import (
     InputResponse,
     NeedsInput,
     NeedsInputPayload,
+    TokenRefresh,
     agent_batch_frame,
     parse_hub_to_agent,
     to_id,
@@ -61,10 +64,9 @@ class AuthRefused(Exception):
     pass
 
 
-def agent_id_from_token(token: str) -> str:
-    """The agent id is the token's subject; the hub checks the signature, so reading it is enough.
-    (Read by hand: PyJWT pulls in ``cryptography``, 8 MB of an idle wrapper's memory, to verify
-    nothing here.)"""
+def token_claims(token: str) -> dict[str, object]:
+    """A JWT's claims, unverified: the hub checks the signature, so reading them is enough. (Read by
+    hand: PyJWT pulls in ``cryptography``, 8 MB of an idle wrapper's memory, to verify nothing here.)"""
     parts = token.split(".")
     if len(parts) != 3:
         raise ValueError("the token is not a JWT: it does not have three dot-separated parts")
@@ -74,6 +76,21 @@ def agent_id_from_token(token: str) -> str:
         raise ValueError(f"the token is not a JWT: its claims do not decode ({exc})") from exc
     if not isinstance(claims, dict):
         raise ValueError("the token is not a JWT: its claims are not an object")
+    return claims
+
+
+def token_expiry(token: str) -> int:
+    """The token's exp (seconds since the epoch); 0 when it has none or is not a JWT."""
+    try:
+        exp = token_claims(token).get("exp")
+    except ValueError:
+        return 0
+    return exp if isinstance(exp, int) else 0
+
+
+def agent_id_from_token(token: str) -> str:
+    """The agent id is the token's subject."""
+    claims = token_claims(token)
     if claims.get("typ") != "agent" or not claims.get("sub"):
         raise ValueError("this is not an agent token; mint one with `onsembl token agent NAME`")
     agent_id = str(claims["sub"])
@@ -104,9 +121,12 @@ class AgentClient:
     outbox: Outbox = field(default_factory=Outbox)
     health: HealthSampler = field(default_factory=HealthSampler)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Where a token the hub renewed (TOKEN_REFRESH) is kept for the next start (in the state dir).
+    token_file: Path | None = None
 
     def __post_init__(self) -> None:
         self.agent_id = agent_id_from_token(self.token)
+        self.token = self._newest_token(self.token)
         self.executor.bind(self.agent_id, self.outbox, self.health)
         self.executor.input_listeners.append(self._needs_input)
 
@@ -243,6 +263,8 @@ class AgentClient:
                     log.warning("no pending approval %s for command %s", answer.request_id, answer.command_id)
             elif isinstance(message, AgentControl):
                 await self._control(message.payload.action, message.payload.reason)
+            elif isinstance(message, TokenRefresh):
+                self._renewed(message.payload.access_token)
             elif isinstance(message, Error):
                 log.warning("hub error %s: %s", message.payload.code, message.payload.message)
                 if message.payload.code is ErrorCode.AUTH_FAILED and not message.payload.recoverable:
@@ -264,6 +286,42 @@ class AgentClient:
                 )
             )
         )
+
+    def _newest_token(self, given: str) -> str:
+        """The given token, or the one the hub renewed last time when it is this agent's and lasts
+        longer (a wrapper restarted with the token it was first given, which may have run out)."""
+        if self.token_file is None:
+            return given
+        try:
+            saved = self.token_file.read_text().strip()
+            if agent_id_from_token(saved) != self.agent_id or token_expiry(saved) <= token_expiry(given):
+                return given
+        except (OSError, ValueError):
+            return given
+        log.info("using the token the hub renewed, from %s", self.token_file)
+        return saved
+
+    def _renewed(self, token: str) -> None:
+        """The hub sent a new token: use it from the next connection on, and keep it for a restart."""
+        try:
+            if agent_id_from_token(token) != self.agent_id:
+                raise ValueError("it is another agent's")
+        except ValueError as exc:
+            log.warning("ignoring a renewed token: %s", exc)
+            return
+        self.token = token
+        log.info("the hub renewed this agent's token (valid until %s)", time.ctime(token_expiry(token)))
+        if self.token_file is None:
+            return
+        try:
+            self.token_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.token_file.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(token)
+            os.replace(tmp, self.token_file)
+        except OSError as exc:
+            log.warning("cannot keep the renewed token in %s: %s", self.token_file, exc)
 
     async def _control(self, action: ControlAction, reason: str) -> None:
         log.info("control %s (%s)", action.value, reason or "no reason given")

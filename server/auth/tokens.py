@@ -36,6 +36,7 @@ class Principal:
     subject: str  # the user's email, or the agent's id
     name: str  # the agent's name, or the email
     jti: str
+    expires_at: int = 0  # the token's exp (seconds since the epoch)
 
 
 def mint(
@@ -83,5 +84,9 @@ def verify(settings: Settings, token: str, expected: TokenKind) -> Principal:
     if not isinstance(subject, str) or not subject:
         raise TokenError("invalid token: bad subject")
     return Principal(
-        kind=expected, subject=subject, name=str(claims.get("name", subject)), jti=str(claims.get("jti", ""))
+        kind=expected,
+        subject=subject,
+        name=str(claims.get("name", subject)),
+        jti=str(claims.get("jti", "")),
+        expires_at=int(claims["exp"]),
     )

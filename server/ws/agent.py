@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from functools import partial
 
@@ -14,7 +15,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
 
 from server import keys
-from server.auth.tokens import TokenKind
+from server.auth.tokens import TokenKind, mint
 from server.db.models import AgentRow
 from server.events import advance_status
 from server.hub import Hub
@@ -54,6 +55,8 @@ from shared.protocol import (
     ServerHeartbeatPayload,
     TerminalOutput,
     TerminalStreamEncoder,
+    TokenRefresh,
+    TokenRefreshPayload,
     TraceEvent,
     error,
     now_ms,
@@ -76,6 +79,9 @@ _COMPLETION = {
 #: read until they are handled (they wait for Redis, typically).
 BACKLOG_PAUSE = 256
 
+#: An agent's token is renewed on a heartbeat once less than this part of ``agent_token_ttl_s``
+#: is left of it.
+TOKEN_RENEW_AT = 1 / 3
 #: A heartbeat whose health is unchanged is announced at least this often (last seen, uptime).
 HEALTH_REFRESH_MS = 5 * 60_000
 
@@ -118,6 +124,20 @@ class AgentSession:
         self._backlog_added = asyncio.Event()
         self._ended = False
         self._direct: DirectReceive | None = None
+        #: When the token this socket authenticated with (or the last one sent it) expires (s).
+        self.token_expires_at = 0
+
+    async def renew_token(self) -> None:
+        """Send the agent a new token (TOKEN_REFRESH) for its next connection. Agent tokens live long
+        (``agent_token_ttl_s``, a year by default); a wrapper that runs past its token's end would
+        not get back in after its next disconnect, so it gets a new one while it is connected."""
+        settings = self.hub.settings
+        token = mint(settings, TokenKind.AGENT, self.agent_id, name=self.row.name)
+        self.token_expires_at = int(time.time()) + settings.agent_token_ttl_s
+        refresh = TokenRefreshPayload(access_token=token, expires_in=settings.agent_token_ttl_s)
+        self.conn.send(TokenRefresh(payload=refresh))
+        log.info("agent %s: its token ran low; sent a new one", self.row.name)
+        await self.hub.audit(f"agent:{self.row.name}", "agent.token_renewed", agent_id=self.agent_id)
 
     # AgentSink
     def forward(self, raw: str) -> None:
@@ -308,6 +328,8 @@ class AgentSession:
         elif isinstance(message, AgentHeartbeat):
             health = message.payload.health_metrics
             await hub.agents.touch(self.agent_id, health)
+            if self.token_expires_at - time.time() < hub.settings.agent_token_ttl_s * TOKEN_RENEW_AT:
+                await self.renew_token()
             # The heartbeat keeps the agent online (above); the TUIs and the store hear of it only when
             # the health they show changed, or every few minutes: most beats change nothing visible.
             at = now_ms()
@@ -562,6 +584,7 @@ async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
         p = hello.payload
         row.agent_type = p.agent_type.value
         session = AgentSession(hub, conn, row)
+        session.token_expires_at = principal.expires_at
         await hub.agents.mark_online(
             row,
             hub.hub_id,

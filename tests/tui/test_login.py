@@ -4,13 +4,12 @@ token refreshed silently (and the rotated pair written back)."""
 from __future__ import annotations
 
 import os
-import re
 import stat
 import subprocess
 import time
 from pathlib import Path
 
-from tests.harness import BIN, HubProcess, timeout, wait_until
+from tests.harness import BIN, HubProcess, timeout
 from tests.tui.conftest import wait_for
 from tui.app import OnsemblApp
 from tui.cli import resolve
@@ -32,11 +31,8 @@ def login(hub: HubProcess, path: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         env=env,
     )
-    pattern = re.compile(rf"sign-in code for {re.escape(EMAIL)}: (\d{{6}})")
-    codes = wait_until(
-        lambda: pattern.findall(hub.log_path.read_text(errors="replace")), 15, "the code in the log"
-    )
-    out, err = process.communicate(codes[-1] + "\n", timeout=timeout(30))
+    code = hub.sign_in_code(EMAIL, 15)
+    out, err = process.communicate(code + "\n", timeout=timeout(30))
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 

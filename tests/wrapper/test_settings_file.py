@@ -1,0 +1,56 @@
+"""The clients read the hub's URL and a token from the settings file every command reads
+(ONSEMBL_CONFIG), after their flags, the environment and (the wrapper) the agent's own file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from tui.cli import resolve as tui_resolve
+from wrapper.cli import build_parser
+from wrapper.cli import resolve as wrapper_resolve
+
+
+def agent_args(*argv: str) -> argparse.Namespace:
+    args = build_parser().parse_args(list(argv))
+    args.args = []  # what main() puts there: the words after "--"
+    return args
+
+
+@pytest.fixture
+def settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("ONSEMBL_SERVER_URL", "ONSEMBL_TOKEN", "ONSEMBL_AGENT_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "config.toml"
+    path.write_text('server_url = "http://hub.example:8700"\ntoken = "token-from-the-file"\nport = 8701\n')
+    monkeypatch.setenv("ONSEMBL_CONFIG", str(path))
+    return path
+
+
+def test_the_wrapper_falls_back_to_the_settings_file(
+    settings_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = wrapper_resolve(agent_args("shell", "--name", "w"))
+    assert (config["server"], config["token"]) == ("http://hub.example:8700", "token-from-the-file")
+    # A flag and the environment come first.
+    monkeypatch.setenv("ONSEMBL_TOKEN", "token-from-env")
+    config = wrapper_resolve(agent_args("shell", "--server", "http://flag:1"))
+    assert (config["server"], config["token"]) == ("http://flag:1", "token-from-env")
+
+
+async def test_the_tui_falls_back_to_the_settings_file(settings_file: Path, tmp_path: Path) -> None:
+    server, tokens = tui_resolve(None, None, tmp_path / "no-credentials.json")
+    assert server == "http://hub.example:8700"
+    assert tokens is not None and await tokens.token() == "token-from-the-file"
+    server, _ = tui_resolve("http://flag:1", None, tmp_path / "no-credentials.json")
+    assert server == "http://flag:1"
+
+
+def test_a_broken_settings_file_is_a_clear_error(settings_file: Path, tmp_path: Path) -> None:
+    settings_file.write_text("server_url = [unclosed\n")
+    with pytest.raises(SystemExit, match="settings file"):
+        wrapper_resolve(agent_args("shell"))
+    with pytest.raises(SystemExit):
+        tui_resolve(None, None, tmp_path / "no-credentials.json")
