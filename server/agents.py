@@ -40,9 +40,11 @@ class AgentDirectory:
     async def ensure(self, name: str, agent_type: AgentType = AgentType.SHELL) -> AgentRow:
         return await ensure_agent(self.sessions, name, agent_type)
 
-    async def all_rows(self) -> list[AgentRow]:
+    async def all_rows(self, limit: int | None = None, offset: int = 0) -> list[AgentRow]:
+        """The agents' records by name (a page of them with ``limit`` and ``offset``)."""
+        query = select(AgentRow).order_by(AgentRow.name, AgentRow.id).offset(offset).limit(limit)
         async with self.sessions() as session:
-            return list((await session.execute(select(AgentRow).order_by(AgentRow.name))).scalars())
+            return list((await session.execute(query)).scalars())
 
     async def describe(self, rows: list[AgentRow]) -> list[Agent]:
         """The agents as the API shows them: records and live state, read in one round trip (this
@@ -67,8 +69,8 @@ class AgentDirectory:
             return None
         return (await self.describe([row]))[0]
 
-    async def list(self) -> list[Agent]:
-        return await self.describe(await self.all_rows())
+    async def list(self, limit: int | None = None, offset: int = 0) -> list[Agent]:
+        return await self.describe(await self.all_rows(limit, offset))
 
     async def is_online(self, agent_id: str) -> bool:
         return await self.redis.zscore(keys.ONLINE_AGENTS, agent_id) is not None

@@ -44,6 +44,9 @@ async def current_user(
 UserDep = Annotated[Principal, Depends(current_user)]
 Limit = Annotated[int, Query(ge=1, le=100)]
 Offset = Annotated[int, Query(ge=0, le=MAX_INT)]
+#: For the lists that a client usually takes whole (the fleet, a command's trace tree): paged when
+#: asked, like the others, and whole without a limit.
+OptionalLimit = Annotated[int | None, Query(ge=1, le=100)]
 
 
 _STATUS_TEXT = {

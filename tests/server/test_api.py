@@ -236,6 +236,17 @@ async def test_trace_and_report_from_an_agent_are_stored_and_exported(
                 lambda: len(t := client.get(f"/commands/{cid}/traces").json()) == 2 and t, 15, "traces"
             )
             assert {(t["traceId"], t["parentId"]) for t in traces} == {("t1", None), ("t2", "t1")}
+            # Paged when asked: one at a time, in the order they came.
+            pages = [
+                client.get(f"/commands/{cid}/traces", params={"limit": 1, "offset": n}).json()
+                for n in (0, 1, 2)
+            ]
+            assert [[t["traceId"] for t in page] for page in pages] == [
+                [traces[0]["traceId"]],
+                [traces[1]["traceId"]],
+                [],
+            ]
+            assert client.get(f"/commands/{cid}/traces", params={"limit": 101}).status_code == 422
             reports = wait_until(
                 lambda: client.get("/reports", params={"commandId": cid}).json()["items"], 15, "report"
             )
@@ -350,3 +361,17 @@ async def test_a_trace_node_keeps_its_input_when_its_end_arrives(hub: HubProcess
                 "the node's end",
             )
     assert node["content"] == {"file": "a.py"} and node["durationMs"] == 500 and node["startedAt"] == 1000
+
+
+def test_the_agents_list_pages_when_asked(hub: HubProcess) -> None:
+    for name in ("page-a", "page-b", "page-c"):
+        hub.agent_token(name)
+    with hub.client() as client:
+        everyone = [a["name"] for a in client.get("/agents").json()]
+        assert {"page-a", "page-b", "page-c"} <= set(everyone)
+        start = everyone.index("page-a")
+        page = client.get("/agents", params={"limit": 2, "offset": start}).json()
+        assert [a["name"] for a in page] == everyone[start : start + 2]
+        assert client.get("/agents", params={"offset": len(everyone)}).json() == []
+        assert client.get("/agents", params={"limit": 101}).status_code == 422
+        assert client.get("/agents", params={"limit": 0}).status_code == 422

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from server import services
-from server.api.deps import HubDep, UserDep, errors
+from server.api.deps import HubDep, Offset, OptionalLimit, UserDep, errors
 from server.errors import not_found
 from shared.api import Agent, AgentQueue, ControlRequest, ControlResult, QueueReorder
 from shared.enums import ControlAction
@@ -12,8 +12,11 @@ router = APIRouter(prefix="/agents", tags=["agents"], responses=errors(400, 401,
 
 
 @router.get("", response_model=list[Agent])
-async def list_agents(hub: HubDep, _: UserDep) -> list[Agent]:
-    return await hub.agents.list()
+async def list_agents(
+    hub: HubDep, _: UserDep, limit: OptionalLimit = None, offset: Offset = 0
+) -> list[Agent]:
+    """Every agent, by name; ``limit`` and ``offset`` page the list."""
+    return await hub.agents.list(limit, offset)
 
 
 @router.get("/{agent_id}", response_model=Agent)

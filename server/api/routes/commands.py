@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
 
 from server import services
-from server.api.deps import HubDep, Limit, Offset, UserDep, errors
+from server.api.deps import HubDep, Limit, Offset, OptionalLimit, UserDep, errors
 from server.db.models import CommandRow, ExecutionRow, OutputLineRow, TraceRow
 from server.errors import not_found
 from shared.api import CancelRequest, Command, CommandCreate, InputAnswer, OutputLine, Page, TraceEventRecord
@@ -121,15 +121,15 @@ async def get_output(
 
 
 @router.get("/{command_id}/traces", response_model=list[TraceEventRecord])
-async def get_traces(command_id: str, hub: HubDep, _: UserDep) -> list[TraceEventRecord]:
+async def get_traces(
+    command_id: str, hub: HubDep, _: UserDep, limit: OptionalLimit = None, offset: Offset = 0
+) -> list[TraceEventRecord]:
+    """The command's trace events in the order they came; ``limit`` and ``offset`` page them."""
     async with hub.sessions() as session:
         if await session.get(CommandRow, command_id) is None:
             raise not_found("command", command_id)
-        rows = (
-            await session.execute(
-                select(TraceRow).where(TraceRow.command_id == command_id).order_by(TraceRow.id)
-            )
-        ).scalars()
+        query = select(TraceRow).where(TraceRow.command_id == command_id).order_by(TraceRow.id)
+        rows = (await session.execute(query.offset(offset).limit(limit))).scalars()
         return [
             TraceEventRecord(
                 command_id=r.command_id,
