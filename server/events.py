@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +35,6 @@ PUBLISH_MAX_CHARS = 16 * 1024 * 1024
 MAX_UNFLUSHED = 20_000
 #: The stream keeps this many events at least, however large they are.
 MIN_STREAM_EVENTS = 100
-#: How much of the mean event size each publish carries over (the rest is the new batch's).
-_SIZE_DECAY = 0.9
 
 
 def encode(event: BaseModel) -> str:
@@ -62,8 +62,11 @@ class EventPublisher:
     #: About how many characters of events the stream keeps (0: no bound but ``maxlen``).
     max_chars: int = 0
     _pending: list[_Item] = field(default_factory=list)
-    _chars_seen: float = 0.0
-    _events_seen: float = 0.0
+    #: What this hub's calls put in the stream that it still keeps, oldest first: (events,
+    #: characters) per call. The byte bound is reckoned on it.
+    _kept: deque[tuple[int, int]] = field(default_factory=deque)
+    _kept_events: int = 0
+    _kept_chars: int = 0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _room: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
@@ -134,32 +137,51 @@ class EventPublisher:
                 for item in batch:
                     fields.extend((item.dedupe_key, str(item.sequence), item.data, item.local_tag))
                 fields.append("")  # every field is followed by the separator
-                limit = self._stream_limit(len(batch), size)
-                try:
-                    await self._script(keys=[keys.EVENTS_STREAM], args=[limit, FIELD_SEPARATOR.join(fields)])
-                except (redis.RedisError, OSError) as exc:
-                    # Redis is away: keep the events and try again; they are published in order
-                    # once it is back.
-                    self.failures += 1
-                    log.warning("event stream unavailable (%s); retrying in %.2fs", exc, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                    continue
+                args: list[int | str] = [self._stream_limit(len(batch), size), FIELD_SEPARATOR.join(fields)]
+                while True:
+                    try:
+                        await self._script(keys=[keys.EVENTS_STREAM], args=args)
+                        break
+                    except (redis.RedisError, OSError) as exc:
+                        # Redis is away: keep the events and try the call again; they are
+                        # published in order once it is back.
+                        self.failures += 1
+                        log.warning("event stream unavailable (%s); retrying in %.2fs", exc, backoff)
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, 2.0)
                 backoff = 0.05
                 del self._pending[: len(batch)]
                 self.published += len(batch)
             self._room.set()
 
     def _stream_limit(self, events: int, chars: int) -> int:
-        """The length to trim the stream to: ``maxlen``, or fewer events when they are large enough
-        that ``maxlen`` of them would pass ``max_chars`` (by the recent mean size, batch by batch).
-        A flood of large output lines thus costs Redis about ``max_chars``, not ``maxlen`` lines."""
-        if not self.max_chars:
+        """Book a call's events as kept in the stream, and say how long the stream is to be after it:
+        ``maxlen``; or, once the events this hub keeps there hold more than ``max_chars``
+        characters, as many of the newest as fit in that (at least ``MIN_STREAM_EVENTS``). A flood
+        of large output lines thus costs Redis about ``max_chars``, and the stream is never cut on
+        account of events it does not hold (a hub starts with an empty book: what the stream held
+        before is bounded by the count)."""
+        kept = self._kept
+        kept.append((events, chars))
+        self._kept_events += events
+        self._kept_chars += chars
+        # Calls past the count are trimmed by it anyway.
+        while len(kept) > 1 and self._kept_events - kept[0][0] >= self.maxlen:
+            self._forget_oldest()
+        if not self.max_chars or self._kept_chars <= self.max_chars:
             return self.maxlen
-        self._chars_seen = self._chars_seen * _SIZE_DECAY + chars
-        self._events_seen = self._events_seen * _SIZE_DECAY + events
-        mean = self._chars_seen / self._events_seen
-        return max(MIN_STREAM_EVENTS, min(self.maxlen, int(self.max_chars / mean)))
+        while len(kept) > 1 and self._kept_chars - kept[0][1] >= self.max_chars:
+            self._forget_oldest()
+        # The oldest call booked straddles the bound: of its events, the share that fits is kept.
+        oldest_events, oldest_chars = kept[0]
+        over = self._kept_chars - self.max_chars
+        cut = math.ceil(oldest_events * over / oldest_chars) if over > 0 and oldest_chars else 0
+        return max(MIN_STREAM_EVENTS, min(self.maxlen, self._kept_events - cut))
+
+    def _forget_oldest(self) -> None:
+        events, chars = self._kept.popleft()
+        self._kept_events -= events
+        self._kept_chars -= chars
 
 
 def advance_args(

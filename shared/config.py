@@ -131,6 +131,9 @@ class Settings(ClientSettings):
     refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     #: Lifetime of the tokens ``onsembl token agent`` prints.
     agent_token_ttl_s: int = Field(default=365 * 24 * 3600, gt=0)
+    #: A connected agent whose token has less than a third of its lifetime left gets a new one of the
+    #: same lifetime (TOKEN_REFRESH). Off: agent tokens end when they expire.
+    agent_token_renewal: bool = True
     #: How long a sign-in code or magic link is valid.
     magic_link_ttl_s: int = Field(default=15 * 60, gt=0)
     #: Emails allowed to sign in; empty allows any (the code still goes to that address only).

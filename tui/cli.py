@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from shared.api import MagicLinkRequest, TokenPair, VerifyRequest
 from shared.config import DEFAULT_PORT, ClientSettings
+from shared.tokens import token_claims
 from tui.client import credentials as creds
 from tui.client.auth import RefreshingTokenSource, TokenSource
 
@@ -118,17 +119,31 @@ def _shared_settings() -> ClientSettings:
 def resolve(
     server: str | None, token: str | None, path: Path | None = None
 ) -> tuple[str, TokenSource | None]:
-    shared = _shared_settings()
-    server = server or shared.server_url
-    token = token or shared.token_text()
+    """The hub and the token: the flag, the environment, the settings file (read only when the
+    first two leave something unset), the credentials file of ``login``. A token in the settings
+    file is used only when there are no credentials for that hub, and never an agent's (the file
+    is the wrapper's too)."""
+    server = server or os.environ.get("ONSEMBL_SERVER_URL") or ""
+    token = token or os.environ.get("ONSEMBL_TOKEN") or ""
+    shared = _shared_settings() if not (server and token) else None
     saved = creds.load(path)
     if not server:
-        server = saved.server_url if saved else DEFAULT_SERVER
+        server = (shared.server_url if shared else "") or (saved.server_url if saved else DEFAULT_SERVER)
     if token:
         return server, TokenSource(token)
     if saved is not None and saved.server_url.rstrip("/") == server.rstrip("/"):
         return server, RefreshingTokenSource(saved, path)
+    token = shared.token_text() if shared else ""
+    if token and _claims_kind(token) != "agent":
+        return server, TokenSource(token)
     return server, None
+
+
+def _claims_kind(token: str) -> str:
+    try:
+        return str(token_claims(token).get("typ", ""))
+    except ValueError:
+        return ""
 
 
 def run(server: str, tokens: TokenSource) -> None:
@@ -157,7 +172,8 @@ def login_main(argv: list[str]) -> int:
     parser.add_argument("--code", help="the 6-digit code or the magic link (asked for when not given)")
     parser.add_argument("--credentials", type=Path, help="where to keep the tokens (0600)")
     args = parser.parse_args(argv)
-    server = (args.server or _shared_settings().server_url or DEFAULT_SERVER).rstrip("/")
+    server = args.server or os.environ.get("ONSEMBL_SERVER_URL") or _shared_settings().server_url
+    server = (server or DEFAULT_SERVER).rstrip("/")
     try:
         MagicLinkRequest(email=args.email)
     except ValidationError:

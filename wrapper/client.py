@@ -6,10 +6,7 @@ is away; their messages wait in the outbox and go out in order on reconnect."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -42,6 +39,7 @@ from shared.protocol import (
     parse_hub_to_agent,
     to_id,
 )
+from shared.tokens import token_claims
 from wrapper.executor import Executor
 from wrapper.health import HealthSampler
 from wrapper.outbox import Outbox
@@ -62,21 +60,6 @@ EXIT_CONFIG = 2
 
 class AuthRefused(Exception):
     pass
-
-
-def token_claims(token: str) -> dict[str, object]:
-    """A JWT's claims, unverified: the hub checks the signature, so reading them is enough. (Read by
-    hand: PyJWT pulls in ``cryptography``, 8 MB of an idle wrapper's memory, to verify nothing here.)"""
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise ValueError("the token is not a JWT: it does not have three dot-separated parts")
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error) as exc:
-        raise ValueError(f"the token is not a JWT: its claims do not decode ({exc})") from exc
-    if not isinstance(claims, dict):
-        raise ValueError("the token is not a JWT: its claims are not an object")
-    return claims
 
 
 def token_expiry(token: str) -> int:
@@ -126,6 +109,7 @@ class AgentClient:
 
     def __post_init__(self) -> None:
         self.agent_id = agent_id_from_token(self.token)
+        self._given_token = self.token
         self.token = self._newest_token(self.token)
         self.executor.bind(self.agent_id, self.outbox, self.health)
         self.executor.input_listeners.append(self._needs_input)
@@ -156,6 +140,8 @@ class AgentClient:
                             backoff = BACKOFF_START_S
                             auth_failures = 0
             except AuthRefused as exc:
+                if self._fall_back_to_given():
+                    continue
                 auth_failures += 1
                 log.error(
                     "the hub refused this agent (%s), attempt %d of %d", exc, auth_failures, MAX_AUTH_FAILURES
@@ -165,6 +151,8 @@ class AgentClient:
                     return EXIT_AUTH
             except websockets.InvalidStatus as exc:
                 status = exc.response.status_code
+                if status in (401, 403) and self._fall_back_to_given():
+                    continue
                 if status in (401, 403):
                     auth_failures += 1
                     if auth_failures >= MAX_AUTH_FAILURES:
@@ -300,6 +288,18 @@ class AgentClient:
             return given
         log.info("using the token the hub renewed, from %s", self.token_file)
         return saved
+
+    def _fall_back_to_given(self) -> bool:
+        """The hub refused a renewed token (its secret changed, say): go back to the token this
+        wrapper was given, and forget the renewed one. False when that is the one in use."""
+        if self.token == self._given_token:
+            return False
+        log.warning("the hub refused the renewed token; trying the one this agent was started with")
+        self.token = self._given_token
+        if self.token_file is not None:
+            with contextlib.suppress(OSError):
+                self.token_file.unlink()
+        return True
 
     def _renewed(self, token: str) -> None:
         """The hub sent a new token: use it from the next connection on, and keep it for a restart."""

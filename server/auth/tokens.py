@@ -37,6 +37,7 @@ class Principal:
     name: str  # the agent's name, or the email
     jti: str
     expires_at: int = 0  # the token's exp (seconds since the epoch)
+    issued_at: int = 0  # its iat
 
 
 def mint(
@@ -89,4 +90,5 @@ def verify(settings: Settings, token: str, expected: TokenKind) -> Principal:
         name=str(claims.get("name", subject)),
         jti=str(claims.get("jti", "")),
         expires_at=int(claims["exp"]),
+        issued_at=int(claims["iat"]),
     )

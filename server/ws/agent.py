@@ -79,8 +79,7 @@ _COMPLETION = {
 #: read until they are handled (they wait for Redis, typically).
 BACKLOG_PAUSE = 256
 
-#: An agent's token is renewed on a heartbeat once less than this part of ``agent_token_ttl_s``
-#: is left of it.
+#: An agent's token is renewed on a heartbeat once less than this part of its lifetime is left.
 TOKEN_RENEW_AT = 1 / 3
 #: A heartbeat whose health is unchanged is announced at least this often (last seen, uptime).
 HEALTH_REFRESH_MS = 5 * 60_000
@@ -124,17 +123,24 @@ class AgentSession:
         self._backlog_added = asyncio.Event()
         self._ended = False
         self._direct: DirectReceive | None = None
-        #: When the token this socket authenticated with (or the last one sent it) expires (s).
+        #: When the token this socket authenticated with (or the last one sent it) expires, and its
+        #: lifetime (s).
         self.token_expires_at = 0
+        self.token_lifetime_s = 0
+
+    def token_runs_low(self) -> bool:
+        left = self.token_expires_at - time.time()
+        return self.hub.settings.agent_token_renewal and left < self.token_lifetime_s * TOKEN_RENEW_AT
 
     async def renew_token(self) -> None:
-        """Send the agent a new token (TOKEN_REFRESH) for its next connection. Agent tokens live long
-        (``agent_token_ttl_s``, a year by default); a wrapper that runs past its token's end would
-        not get back in after its next disconnect, so it gets a new one while it is connected."""
+        """Send the agent a new token of the same lifetime (TOKEN_REFRESH) for its next connection:
+        a wrapper that runs past its token's end would not get back in after its next disconnect.
+        (``agent_token_renewal = false``: tokens end when they expire.)"""
         settings = self.hub.settings
-        token = mint(settings, TokenKind.AGENT, self.agent_id, name=self.row.name)
-        self.token_expires_at = int(time.time()) + settings.agent_token_ttl_s
-        refresh = TokenRefreshPayload(access_token=token, expires_in=settings.agent_token_ttl_s)
+        lifetime = self.token_lifetime_s
+        token = mint(settings, TokenKind.AGENT, self.agent_id, name=self.row.name, ttl_s=lifetime)
+        self.token_expires_at = int(time.time()) + lifetime
+        refresh = TokenRefreshPayload(access_token=token, expires_in=lifetime)
         self.conn.send(TokenRefresh(payload=refresh))
         log.info("agent %s: its token ran low; sent a new one", self.row.name)
         await self.hub.audit(f"agent:{self.row.name}", "agent.token_renewed", agent_id=self.agent_id)
@@ -328,7 +334,7 @@ class AgentSession:
         elif isinstance(message, AgentHeartbeat):
             health = message.payload.health_metrics
             await hub.agents.touch(self.agent_id, health)
-            if self.token_expires_at - time.time() < hub.settings.agent_token_ttl_s * TOKEN_RENEW_AT:
+            if self.token_runs_low():
                 await self.renew_token()
             # The heartbeat keeps the agent online (above); the TUIs and the store hear of it only when
             # the health they show changed, or every few minutes: most beats change nothing visible.
@@ -585,6 +591,7 @@ async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
         row.agent_type = p.agent_type.value
         session = AgentSession(hub, conn, row)
         session.token_expires_at = principal.expires_at
+        session.token_lifetime_s = principal.expires_at - principal.issued_at
         await hub.agents.mark_online(
             row,
             hub.hub_id,

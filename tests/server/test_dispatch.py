@@ -276,6 +276,9 @@ async def test_an_ack_that_beats_the_mark_of_the_dispatch_gives_the_start(hub: H
             command_id = response.json()["id"]
             await next_request(ws, 10)
             key = keys.execution(command_id)
+            # The hub sent it at admission (an idle worker, an idle agent): no job will mark it.
+            dispatcher = conn.hget(key, "dispatcher")
+            assert dispatcher is not None and dispatcher.startswith(b"hub:"), dispatcher
             conn.hdel(key, "started_at")
             conn.hset(key, mapping={"status": ExecutionStatus.QUEUED.value, "rank": 0})
             before = time.time() * 1000

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -48,9 +50,22 @@ async def test_the_tui_falls_back_to_the_settings_file(settings_file: Path, tmp_
     assert server == "http://flag:1"
 
 
+def test_the_tui_takes_no_agent_token_from_the_file(settings_file: Path, tmp_path: Path) -> None:
+    """The file serves the wrapper too: an agent's token in it is not the TUI's."""
+    claims = base64.urlsafe_b64encode(json.dumps({"typ": "agent", "sub": "a-1"}).encode()).decode()
+    settings_file.write_text(f'server_url = "http://hub.example:8700"\ntoken = "h.{claims}.s"\n')
+    server, tokens = tui_resolve(None, None, tmp_path / "no-credentials.json")
+    assert server == "http://hub.example:8700" and tokens is None  # the TUI then asks for a login
+
+
 def test_a_broken_settings_file_is_a_clear_error(settings_file: Path, tmp_path: Path) -> None:
     settings_file.write_text("server_url = [unclosed\n")
     with pytest.raises(SystemExit, match="settings file"):
         wrapper_resolve(agent_args("shell"))
     with pytest.raises(SystemExit):
         tui_resolve(None, None, tmp_path / "no-credentials.json")
+    # Not read when the flags say it all.
+    server, tokens = tui_resolve("http://flag:1", "a-token", tmp_path / "no-credentials.json")
+    assert server == "http://flag:1" and tokens is not None
+    config = wrapper_resolve(agent_args("shell", "--server", "http://flag:1", "--token", "t"))
+    assert config["server"] == "http://flag:1"

@@ -1,14 +1,16 @@
-"""TOKEN_REFRESH: an agent whose token has less than a third of the agent token lifetime left gets a
-new one over its socket; the wrapper connects with it from then on and keeps it in its state dir
-for a restart. Real hub, raw sockets and a real wrapper process."""
+"""TOKEN_REFRESH: an agent whose token has less than a third of its lifetime left gets a new one of
+the same lifetime over its socket; the wrapper connects with it from then on and keeps it in its
+state dir for a restart. Real hub, raw sockets and a real wrapper process."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+import uuid
 from typing import Any
 
+import jwt
 from websockets.asyncio.client import ClientConnection, connect
 
 from server.auth.tokens import TokenKind, verify
@@ -25,6 +27,25 @@ from shared.protocol import (
 from tests.harness import HubProcess, start_agent, timeout, wait_until
 
 DAY = 24 * 3600
+
+
+def aged_token(hub: HubProcess, name: str, lifetime_s: int, age_s: int) -> tuple[str, str]:
+    """An agent token of ``lifetime_s`` minted ``age_s`` ago (``mint`` dates tokens now)."""
+    agent_id, _ = hub.agent_token(name)
+    settings = hub.settings
+    issued = int(time.time()) - age_s
+    claims = {
+        "sub": agent_id,
+        "typ": "agent",
+        "name": name,
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + lifetime_s,
+        "aud": settings.jwt_audience,
+        "iss": settings.jwt_issuer,
+        "jti": uuid.uuid4().hex,
+    }
+    return agent_id, jwt.encode(claims, settings.secret(), algorithm="HS256")
 
 
 async def connected(hub: HubProcess, agent_id: str, token: str) -> ClientConnection:
@@ -54,24 +75,25 @@ async def answers_to_a_heartbeat(ws: ClientConnection, agent_id: str) -> list[di
 
 
 async def test_a_token_running_low_is_renewed_over_the_socket(hub: HubProcess) -> None:
-    ttl = hub.settings.agent_token_ttl_s
-    agent_id, fresh = hub.agent_token("renew-fresh")
+    # A day long and half gone: not yet.
+    agent_id, fresh = aged_token(hub, "renew-fresh", DAY, DAY // 2)
     ws = await connected(hub, agent_id, fresh)
     try:
         assert [m["type"] for m in await answers_to_a_heartbeat(ws, agent_id)] == ["ERROR"]
     finally:
         await ws.close()
 
-    agent_id, low = hub.agent_token("renew-low", ttl_s=ttl // 3 - DAY)
+    # Three days long, two and a half of them gone: a new one, three days long again.
+    agent_id, low = aged_token(hub, "renew-low", 3 * DAY, 5 * DAY // 2)
     ws = await connected(hub, agent_id, low)
     try:
         answers = await answers_to_a_heartbeat(ws, agent_id)
         assert [m["type"] for m in answers] == ["TOKEN_REFRESH", "ERROR"]
         payload = answers[0]["payload"]
-        assert payload["expiresIn"] == ttl
+        assert payload["expiresIn"] == 3 * DAY
         principal = verify(hub.settings, payload["accessToken"], TokenKind.AGENT)
         assert principal.subject == agent_id and principal.name == "renew-low"
-        assert abs(principal.expires_at - (time.time() + ttl)) < 60
+        assert abs(principal.expires_at - (time.time() + 3 * DAY)) < 60
         # Once renewed, the next heartbeat sends none.
         assert [m["type"] for m in await answers_to_a_heartbeat(ws, agent_id)] == ["ERROR"]
     finally:
@@ -86,7 +108,7 @@ async def test_a_token_running_low_is_renewed_over_the_socket(hub: HubProcess) -
 
 
 def test_the_wrapper_keeps_the_renewed_token_for_its_next_start(hub: HubProcess) -> None:
-    agent_id, low = hub.agent_token("renew-wrapper", ttl_s=hub.settings.agent_token_ttl_s // 3 - DAY)
+    agent_id, low = aged_token(hub, "renew-wrapper", 3 * DAY, 5 * DAY // 2)
     agent = start_agent(hub, "renew-wrapper", token=low)
     saved_at = hub.data_dir / "agents" / "renew-wrapper" / "token"
     try:
