@@ -35,6 +35,9 @@ PUBLISH_MAX_CHARS = 16 * 1024 * 1024
 MAX_UNFLUSHED = 20_000
 #: The stream keeps this many events at least, however large they are.
 MIN_STREAM_EVENTS = 100
+#: Entries of the publisher's book of what it keeps in the stream, at most: past it, the two oldest
+#: merge (an idle hub makes a call an event, and the count allows 200,000 of them).
+BOOK_ENTRIES = 1024
 
 
 def encode(event: BaseModel) -> str:
@@ -165,6 +168,10 @@ class EventPublisher:
         kept.append((events, chars))
         self._kept_events += events
         self._kept_chars += chars
+        if len(kept) > BOOK_ENTRIES:
+            first_events, first_chars = kept.popleft()
+            second_events, second_chars = kept.popleft()
+            kept.appendleft((first_events + second_events, first_chars + second_chars))
         # Calls past the count are trimmed by it anyway.
         while len(kept) > 1 and self._kept_events - kept[0][0] >= self.maxlen:
             self._forget_oldest()

@@ -131,3 +131,13 @@ async def test_a_hub_that_starts_does_not_cut_what_the_stream_holds(client: aior
         assert await client.xlen(keys.EVENTS_STREAM) == 3001
     finally:
         await events.stop()
+
+
+def test_the_book_of_kept_events_stays_small_and_still_bounds_the_stream() -> None:
+    """One event a call (an idle hub) for long: the book merges its oldest entries, and the limit
+    still keeps about the bound's worth of events."""
+    publisher = EventPublisher(None, maxlen=100_000, max_chars=1_000_000)  # type: ignore[arg-type]
+    limits = [publisher._stream_limit(1, 100) for _ in range(50_000)]
+    assert len(publisher._kept) <= server_events.BOOK_ENTRIES
+    assert limits[5_000] == 100_000  # 500,000 characters: under the bound, the count rules
+    assert 9_900 <= limits[-1] <= 10_100  # 1,000,000 characters of 100 each

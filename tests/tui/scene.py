@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import websockets
@@ -445,12 +446,15 @@ class Scene:
                     "priority": 60,
                 },
             )
-            # The store has everything before a TUI asks for it.
-            wait_until(
-                lambda: client.get(f"/commands/{done}/output").json()["total"] == len(INVESTIGATION.lines),
-                timeout(20),
-                "output stored",
-            )
+
+            # The store has every line before a TUI asks for it: a TUI loads what came before it
+            # connected from the store, and a line stored late would be missing from its pane.
+            def stored(script: Script) -> bool:
+                output = client.get(f"/commands/{self.commands[script.key]}/output").json()
+                return bool(output["total"] == len(script.lines))
+
+            for script in (INVESTIGATION, REFACTOR, FIX, LINT, REVIEW):
+                wait_until(partial(stored, script), timeout(20), f"the output of {script.key!r} stored")
         return self
 
     def agent_id(self, name: str) -> str:
