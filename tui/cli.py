@@ -5,8 +5,9 @@
     onsembl-tui --serve [--serve-port 8710]     # the same TUI in a web browser (textual-serve)
 
 The hub URL comes from --server, ONSEMBL_SERVER_URL, ``server_url`` in the settings file (ONSEMBL_CONFIG),
-the credentials file, or http://127.0.0.1:8700; the token from --token, ONSEMBL_TOKEN, ``token`` in the
-settings file, or the credentials file written by ``login`` (refreshed silently while the TUI runs).
+the credentials file, or http://127.0.0.1:8700; the token from --token, ONSEMBL_TOKEN, the credentials
+file written by ``login`` (refreshed silently while the TUI runs), or ``token`` in the settings file
+(not an agent's).
 """
 
 from __future__ import annotations
