@@ -204,6 +204,10 @@ async def _run(client: AgentClient) -> int:
         if sig is not signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN:
             loop.add_signal_handler(sig, main.cancel)
     try:
+        # Before the hub hears from this agent: what a previous run left running goes first.
+        from wrapper.process import end_left_over_groups
+
+        await asyncio.to_thread(end_left_over_groups, client.executor.state)
         return await client.run_forever()
     except asyncio.CancelledError:
         return 0

@@ -46,6 +46,8 @@ FLUSH_INTERVAL_S = 0.02
 MAX_CHUNK_CHARS = 256 * 1024
 #: Finished commands remembered, so a repeated request is answered, not run again.
 REMEMBER = 500
+#: Most commands named in AGENT_CONNECT's activeCommands (the protocol's limit).
+MAX_ACTIVE_COMMANDS = 100
 ANSI_ESCAPE = "\x1b["
 
 
@@ -117,6 +119,7 @@ class CommandRun:
         self.session_id: str | None = None
         self.pending_input: dict[str, Any] = {}
         self._cancel_task: asyncio.Task[None] | None = None
+        self._halt_task: asyncio.Task[None] | None = None
 
     # ---- Reporter --------------------------------------------------------------------------------
 
@@ -190,7 +193,13 @@ class CommandRun:
         if self.cancel_reason is None:
             self.cancel_reason = reason
             self.cancel_message = message
-        if self.process is not None and self._cancel_task is None:
+        if self.process is None:
+            return
+        if reason is EndReason.EMERGENCY_STOP:
+            # No interrupt, no escalation: every process of the command goes now (also when a gentler
+            # cancel is under way).
+            self._halt_task = asyncio.create_task(self.process.halt(), name=f"halt-{self.command_id}")
+        elif self._cancel_task is None:
             self._cancel_task = asyncio.create_task(
                 self.process.cancel(self.executor.adapter.interrupt_line()), name=f"cancel-{self.command_id}"
             )
@@ -212,7 +221,9 @@ class CommandRun:
         session = executor.state.session_id
         invocation = executor.adapter.invocation(prompt, session)
         self.parser = executor.adapter.parser(self)
-        self.process = CommandProcess(invocation, cwd=executor.workdir)
+        self.process = CommandProcess(
+            invocation, cwd=executor.workdir, state=executor.state, command_id=self.command_id
+        )
         limit_ms = request.execution_constraints.time_limit_ms
         before = (
             await snapshot_async(executor.workdir) if executor.record_changes and executor.workdir else None
@@ -306,7 +317,18 @@ class Executor:
         self.health = health
 
     def active_commands(self) -> list[str]:
-        return list(self.running)
+        """What AGENT_CONNECT names as this agent's: the hub settles (FAILED, AGENT_RESTARTED) any
+        command it believes runs here that is not named. So: the running ones, the ones waiting
+        here, then the most recently finished, whose COMMAND_COMPLETE may still wait in the outbox
+        (naming a finished one is harmless: the hub waits for its result, which the outbox replays).
+        At most MAX_ACTIVE_COMMANDS."""
+        named = dict.fromkeys(self.running)
+        named.update(dict.fromkeys(r.command_id for r in self._queue.waiting()))
+        for command_id in reversed(self.finished):
+            if len(named) >= MAX_ACTIVE_COMMANDS:
+                break
+            named[command_id] = None
+        return list(named)[:MAX_ACTIVE_COMMANDS]
 
     def new_session(self) -> None:
         """The next command starts a fresh conversation."""

@@ -1,19 +1,31 @@
 """A command's process: its own process group, stdout and stderr read line by line, stdin kept for
 the CLIs that take control messages there, and a cancel that escalates (the CLI's own interrupt,
 then SIGINT, SIGTERM and SIGKILL to the whole group). Whatever is left in the group when the
-command's process ends is killed: no orphans."""
+command's process ends is killed: no orphans.
+
+While the group lives it is recorded in the agent's state dir (AgentState.record_group). A wrapper
+that dies mid-command (SIGKILL, a crash, a reboot of the wrapper alone) leaves its record behind, and
+the next wrapper to start on that state dir ends the group before it takes new work
+(end_left_over_groups): a restart never leaves a ghost CLI running."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import signal
+import time
 from collections import deque
 from collections.abc import Callable
 
+import psutil
+
 from wrapper.adapters.base import Invocation
+from wrapper.state import AgentState, GroupRecord
+
+log = logging.getLogger("onsembl.agent")
 
 LineSink = Callable[[str], None]
 
@@ -31,12 +43,29 @@ LINES_PER_YIELD = 64
 STDERR_TAIL = 20
 #: After the process exits, how long its output may take to drain before the group is swept.
 DRAIN_S = 1.0
+#: After the sweep's SIGKILL, how long the group may take to be gone before its record is dropped
+#: (a group still there keeps its record: the next start ends it).
+SWEEP_S = 2.0
+#: A group left by a previous run: seconds between its SIGTERM and its SIGKILL.
+LEFT_OVER_GRACE_S = 3.0
+#: Two start times of one process, as psutil reads them in two processes, differ by less than this
+#: (they come from the same clock ticks); a recycled pid's start time differs by more.
+SAME_START_S = 0.05
 
 
 class CommandProcess:
-    def __init__(self, invocation: Invocation, cwd: str | None) -> None:
+    def __init__(
+        self,
+        invocation: Invocation,
+        cwd: str | None,
+        state: AgentState | None = None,
+        command_id: str = "",
+    ) -> None:
         self.invocation = invocation
         self.cwd = cwd
+        #: Where the running group is recorded (none: not recorded).
+        self.state = state
+        self.command_id = command_id
         self.proc: asyncio.subprocess.Process | None = None
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
         self.started = asyncio.Event()
@@ -69,6 +98,20 @@ class CommandProcess:
         finally:
             os.close(stdout_write)
             os.close(stderr_write)
+        recorded = self._record()
+        try:
+            return await self._follow(on_stdout, on_stderr, stdout_read, stderr_read)
+        finally:
+            # Still running (this task was cancelled before the command ended): the record stays, for
+            # the cancel that follows or for the next start of the wrapper.
+            if recorded and not group_alive(self.proc.pid):
+                assert self.state is not None
+                self.state.forget_group(self.command_id)
+
+    async def _follow(
+        self, on_stdout: LineSink, on_stderr: LineSink, stdout_read: int, stderr_read: int
+    ) -> int:
+        assert self.proc is not None
         stdout = await _reader(stdout_read)
         stderr = await _reader(stderr_read)
         self.started.set()
@@ -90,7 +133,35 @@ class CommandProcess:
         # Children that outlived the command (or hold its pipes open) go with it.
         self._signal_group(signal.SIGKILL)
         await pumps
+        deadline = time.monotonic() + SWEEP_S
+        while time.monotonic() < deadline:
+            if not group_alive(self.proc.pid):
+                break
+            await asyncio.sleep(0.02)  # a killed process is gone a moment later; no event says when
         return code
+
+    def _record(self) -> bool:
+        """Record the new group in the state dir; whether it was."""
+        if self.state is None or self.proc is None:
+            return False
+        pid = self.proc.pid
+        try:
+            # Not reaped yet (nobody waited for it): the pid is still this process's.
+            create_time = psutil.Process(pid).create_time()
+        except psutil.Error:
+            return False
+        owner_pid, owner_create_time = own_identity()
+        self.state.record_group(
+            GroupRecord(
+                command_id=self.command_id,
+                pgid=pid,  # start_new_session: the process leads its own session and group
+                pid=pid,
+                create_time=create_time,
+                owner_pid=owner_pid,
+                owner_create_time=owner_create_time,
+            )
+        )
+        return True
 
     async def write(self, text: str) -> bool:
         if self.proc is None or self.proc.stdin is None or self.proc.stdin.is_closing():
@@ -120,6 +191,13 @@ class CommandProcess:
         except TimeoutError:
             return False
 
+    async def halt(self) -> None:
+        """SIGKILL the whole group at once: the emergency stop, which must not wait on a CLI's
+        goodbye. (What ``run`` does after the exit, the sweep and the wait for the group, follows.)"""
+        await self.started.wait()
+        if self.proc is not None:
+            self._signal_group(signal.SIGKILL)
+
     async def cancel(self, interrupt_line: str | None = None) -> None:
         """The CLI's own interrupt, then SIGINT, SIGTERM, and SIGKILL of the group, until it ends."""
         await self.started.wait()
@@ -133,6 +211,130 @@ class CommandProcess:
             if await self._exited_within(wait):
                 return
         self._signal_group(signal.SIGKILL)
+
+
+# ---- groups left by a previous run ------------------------------------------------------------------
+
+
+def own_identity() -> tuple[int, float]:
+    """This process's pid and start time."""
+    return os.getpid(), psutil.Process().create_time()
+
+
+def _same_start(a: float, b: float) -> bool:
+    return abs(a - b) < SAME_START_S
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """The processes of group ``pgid`` that still run (zombies are ended, only not yet reaped)."""
+    members: list[psutil.Process] = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return members
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether group ``pgid`` has a process that still runs."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # there, but not ours to signal; look closer
+    return bool(group_members(pgid))
+
+
+def _is_the_recorded_group(record: GroupRecord) -> bool:
+    """Whether group ``record.pgid`` is still the one the record names, not a group that got its
+    number later. The leader, when it still exists, must have the recorded start time. Without it,
+    every member must be younger than the leader was and in the session the leader opened (the
+    system does not reuse a pgid while its group has members, so these are the leader's own)."""
+    try:
+        leader = psutil.Process(record.pid)
+        return _same_start(leader.create_time(), record.create_time)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.Error:
+        return False
+    members = group_members(record.pgid)
+    if not members:
+        return False
+    try:
+        return all(
+            m.create_time() >= record.create_time - SAME_START_S and os.getsid(m.pid) == record.pgid
+            for m in members
+        )
+    except (OSError, psutil.Error):
+        return False
+
+
+def end_left_over_groups(state: AgentState, grace_s: float = LEFT_OVER_GRACE_S) -> list[GroupRecord]:
+    """End the process groups a previous run of this agent's wrapper left running (its records in
+    the state dir): SIGTERM to each group, up to ``grace_s`` seconds to end, then SIGKILL. A group
+    whose number now belongs to other processes (recycled pid, another start time) is left alone,
+    and so are the records of a wrapper that still runs. Blocking: call it before taking work.
+    Returns the records of the groups it ended."""
+    me_pid, me_start = own_identity()
+    to_end: list[GroupRecord] = []
+    for record in state.group_records():
+        if record.owner_pid == me_pid and _same_start(record.owner_create_time, me_start):
+            continue  # this wrapper's own running command
+        try:
+            owner_alive = _same_start(
+                psutil.Process(record.owner_pid).create_time(), record.owner_create_time
+            )
+        except psutil.Error:
+            owner_alive = False
+        if owner_alive:
+            log.warning(
+                "command %s belongs to another wrapper (pid %d) that runs on this state dir; left alone",
+                record.command_id,
+                record.owner_pid,
+            )
+            continue
+        if group_alive(record.pgid) and _is_the_recorded_group(record):
+            to_end.append(record)
+        else:
+            log.debug("process group %d of command %s has already ended", record.pgid, record.command_id)
+            state.forget_group(record.command_id)
+    if not to_end:
+        return []
+    _signal_groups(to_end, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(group_alive(r.pgid) for r in to_end) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stubborn = [r for r in to_end if group_alive(r.pgid)]
+    if stubborn:
+        _signal_groups(stubborn, signal.SIGKILL)
+        deadline = time.monotonic() + SWEEP_S
+        while any(group_alive(r.pgid) for r in stubborn) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    for record in to_end:
+        if group_alive(record.pgid):
+            log.error(
+                "process group %d of command %s left by a previous run survives SIGKILL",
+                record.pgid,
+                record.command_id,
+            )
+            continue
+        log.warning(
+            "ended process group %d of command %s left by a previous run%s",
+            record.pgid,
+            record.command_id,
+            " (SIGKILL)" if record in stubborn else "",
+        )
+        state.forget_group(record.command_id)
+    return to_end
+
+
+def _signal_groups(records: list[GroupRecord], sig: signal.Signals) -> None:
+    for record in records:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record.pgid, sig)
 
 
 def _pipe() -> tuple[int, int]:

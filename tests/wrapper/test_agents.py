@@ -109,6 +109,32 @@ def test_session_continues_across_commands(hub: HubProcess, cli_agent: AgentProc
     assert any("resume" in a or "--resume" in a for a in argv[1]), argv[1]
 
 
+def test_session_continues_after_the_wrapper_restarts(
+    hub: HubProcess, cli_agent: AgentProcess, tmp_path: Path
+) -> None:
+    """As after a reboot (systemd stops the wrapper, then starts it again): the same agent comes back
+    ONLINE, and the next command continues the CLI's conversation from the state dir."""
+    first = run(hub, cli_agent, "remember the number 7 scenario:plain")
+    assert first["status"] == "COMPLETED"
+    cli_agent.stop()
+    again = start_agent(
+        hub,
+        cli_agent.name,
+        kind=cli_agent.kind,  # type: ignore[attr-defined]
+        workdir=tmp_path,
+        extra_env={"FAKE_CLI_LOG": str(tmp_path / "cli.log")},
+    )
+    try:
+        assert again.agent_id == cli_agent.agent_id
+        second = run(hub, again, "what was it scenario:plain")
+        assert second["status"] == "COMPLETED", second
+        calls = [json.loads(line) for line in (tmp_path / "cli.log").read_text().splitlines()]
+        argv = [c["argv"] for c in calls if c["argv"] != ["--version"]]
+        assert any("resume" in a or "--resume" in a for a in argv[-1]), argv[-1]
+    finally:
+        again.stop()
+
+
 def test_crash_is_failed_with_exit_code_and_stderr(hub: HubProcess, cli_agent: AgentProcess) -> None:
     done = run(hub, cli_agent, "scenario:crash")
     execution = done["executions"][0]
