@@ -227,12 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_log_level(sub.add_parser("server", help="run the hub (with an embedded RQ worker pool)"))
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--workers", type=int, help="embedded RQ workers (0: none; default from settings)")
+    p.add_argument(
+        "--workers", type=int, help="idle RQ workers the embedded pool keeps ready (0: no pool; default 16)"
+    )
     p.add_argument("--port-file", type=Path, help="write {port, url, pid} here once listening")
     p.set_defaults(func=cmd_server)
 
     p = with_log_level(sub.add_parser("worker", help="run RQ workers for the hub's Redis"))
-    p.add_argument("-n", type=int, default=1, help="number of workers")
+    p.add_argument(
+        "-n", type=int, default=16, help="idle workers kept ready; more start as commands run (default 16)"
+    )
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.set_defaults(func=cmd_worker)
 

@@ -13,15 +13,13 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from server import keys
-from server.queue.scripts import ADVANCE_STATUS, FIELD_SEPARATOR, PUBLISH_EVENTS
-from shared.enums import ExecutionStatus
+from server.queue.scripts import FIELD_SEPARATOR, PUBLISH_EVENTS
 from shared.protocol import StreamEnvelope, stream_json
 
 log = logging.getLogger(__name__)
@@ -189,48 +187,6 @@ class EventPublisher:
         events, chars = self._kept.popleft()
         self._kept_events -= events
         self._kept_chars -= chars
-
-
-def advance_args(
-    status: ExecutionStatus, event: BaseModel | None, maxlen: int, fields: dict[str, Any]
-) -> list[Any]:
-    args: list[Any] = [status.value, status.rank, maxlen, encode(event) if event is not None else ""]
-    for name, value in fields.items():
-        args.extend((name, "" if value is None else value))
-    return args
-
-
-async def advance_status(
-    client: aioredis.Redis,
-    execution_id: str,
-    status: ExecutionStatus,
-    event: BaseModel | None,
-    maxlen: int,
-    **fields: Any,
-) -> bool:
-    """Move the execution to ``status`` and publish ``event``, unless it is already that far."""
-    script = client.register_script(ADVANCE_STATUS)
-    result = await script(
-        keys=[keys.execution(execution_id), keys.EVENTS_STREAM],
-        args=advance_args(status, event, maxlen, fields),
-    )
-    return int(result) == 1
-
-
-def advance_status_sync(
-    client: redis.Redis,
-    execution_id: str,
-    status: ExecutionStatus,
-    event: BaseModel | None,
-    maxlen: int,
-    **fields: Any,
-) -> bool:
-    script = client.register_script(ADVANCE_STATUS)
-    result = script(
-        keys=[keys.execution(execution_id), keys.EVENTS_STREAM],
-        args=advance_args(status, event, maxlen, fields),
-    )
-    return int(result) == 1
 
 
 def publish_sync(client: redis.Redis, events: Sequence[BaseModel], maxlen: int) -> None:

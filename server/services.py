@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import redis
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -15,9 +16,8 @@ from sqlalchemy.orm import Session
 from server import keys
 from server.db.models import AgentRow, CommandRow, ConstraintProfileRow, ExecutionRow, PresetRow
 from server.errors import ServiceError, conflict, invalid, not_found
-from server.events import advance_status
 from server.hub import Hub
-from server.queue import dispatch, executions
+from server.queue import dispatch, executions, lifecycle
 from server.queue.executions import ExecutionSpec, ReorderError
 from server.redis_text import as_text, as_texts
 from shared.api import (
@@ -44,7 +44,6 @@ from shared.protocol import (
     CommandCancel,
     CommandCancelPayload,
     CommandStatus,
-    CommandStatusPayload,
     EmergencyStopResultMessage,
     EmergencyStopResultPayload,
     InputResponse,
@@ -418,41 +417,23 @@ async def publish_queues(hub: Hub, agent_ids: set[str]) -> dict[str, AgentQueue]
 async def _cancel_execution(hub: Hub, spec: ExecutionSpec, reason: EndReason, message: str) -> str:
     """Cancel one open execution. Returns 'dequeued', 'interrupting' or 'ended'."""
     if await asyncio.to_thread(executions.cancel_waiting, hub.redis_sync, spec):
-        at = now_ms()
-        event = CommandStatus(
-            payload=CommandStatusPayload(
-                command_id=spec.command_id,
-                agent_id=spec.agent_id,
-                status=ExecutionStatus.CANCELLED,
-                end_reason=reason,
-                error=message or None,
-                completed_at=at,
-            )
-        )
-        await advance_status(
-            hub.redis,
-            spec.id,
-            ExecutionStatus.CANCELLED,
-            event,
-            hub.settings.event_stream_maxlen,
-            end_reason=reason.value,
-            error=message,
-            completed_at=at,
-        )
+        ending = lifecycle.ended_by_hub(spec, ExecutionStatus.CANCELLED, reason, message, now_ms())
+        await lifecycle.apply(hub.redis, ending, hub.settings.event_stream_maxlen)
         await asyncio.to_thread(executions.forget, hub.redis_sync, spec)
         return "dequeued"
     status = await hub.redis.hget(keys.execution(spec.id), "status")
     if status is None or ExecutionStatus(as_text(status)).terminal:
         return "ended"
-    # Running: tell the job (it enforces the grace period) and the agent at once.
-    await hub.redis.rpush(keys.execution_signals(spec.id), f"cancel|{reason.value}|{message}")
+    # Running: tell the job (it enforces the grace period) and the agent at once. The reason goes first,
+    # for the agent's report of the end to find.
+    await hub.redis.hset(keys.execution(spec.id), "cancel_reason", reason.value)
+    await lifecycle.signal(hub.redis, spec.id, lifecycle.cancel(reason, message))
     await hub.send_to_agent(
         spec.agent_id,
         CommandCancel(
             payload=CommandCancelPayload(command_id=spec.command_id, reason=message, end_reason=reason)
         ),
     )
-    await hub.redis.hset(keys.execution(spec.id), "cancel_reason", reason.value)
     return "interrupting"
 
 
@@ -558,31 +539,70 @@ async def _cancel_running(hub: Hub, agent_id: str, reason: EndReason, message: s
     return count
 
 
+#: Cancels of an emergency stop in flight at once (each is a few Redis calls and a thread hop).
+EMERGENCY_STOP_FAN_OUT = 64
+#: How often an emergency stop looks whether the executions it interrupted have ended.
+SETTLE_POLL_S = 0.02
+
+
+def _open_specs(conn: redis.Redis, agent_ids: list[str]) -> list[ExecutionSpec]:
+    specs: list[ExecutionSpec] = []
+    for agent_id in agent_ids:
+        for execution_id in executions.open_executions(conn, agent_id):
+            found = executions.load(conn, execution_id)
+            if found is not None:
+                specs.append(found[0])
+    return specs
+
+
+async def _wait_settled(hub: Hub, specs: list[ExecutionSpec], seconds: float) -> int:
+    """Wait until every execution has ended (its agent confirmed once its processes were gone, or its
+    job ended it after the grace period). Returns how many had not ended in ``seconds``."""
+    waiting = {spec.id for spec in specs}
+    deadline = time.monotonic() + seconds
+    while waiting and time.monotonic() < deadline:
+        ordered = sorted(waiting)
+        pipe = hub.redis.pipeline(transaction=False)
+        for execution_id in ordered:
+            pipe.hget(keys.execution(execution_id), "status")
+        for execution_id, status in zip(ordered, await pipe.execute(), strict=True):
+            if status is None or ExecutionStatus(as_text(status)).terminal:
+                waiting.discard(execution_id)
+        if waiting:
+            await asyncio.sleep(SETTLE_POLL_S)
+    return len(waiting)
+
+
 async def emergency_stop(
     hub: Hub, actor: str, reason: str, request_id: str | None = None
 ) -> EmergencyStopResult:
+    """Cancel every open execution of every agent, in parallel, and answer once the last interrupted
+    one has ended: its agent reports it after the command's processes are gone (the wrapper kills an
+    emergency stop's process group at once), or its job ends it after the grace period."""
     started = time.monotonic()
-    running = cleared = 0
-    agents_touched: set[str] = set()
     message = reason or f"emergency stop by {actor}"
-    for row in await hub.agents.all_rows():
-        ids = await asyncio.to_thread(executions.open_executions, hub.redis_sync, row.id)
-        for execution_id in ids:
-            found = await asyncio.to_thread(executions.load, hub.redis_sync, execution_id)
-            if found is None:
-                continue
-            outcome = await _cancel_execution(hub, found[0], EndReason.EMERGENCY_STOP, message)
-            if outcome == "dequeued":
-                cleared += 1
-            elif outcome == "interrupting":
-                running += 1
-            agents_touched.add(row.id)
+    agent_ids = [row.id for row in await hub.agents.all_rows()]
+    specs = await asyncio.to_thread(_open_specs, hub.redis_sync, agent_ids)
+    gate = asyncio.Semaphore(EMERGENCY_STOP_FAN_OUT)
+
+    async def stop(spec: ExecutionSpec) -> str:
+        async with gate:
+            return await _cancel_execution(hub, spec, EndReason.EMERGENCY_STOP, message)
+
+    outcomes = await asyncio.gather(*(stop(spec) for spec in specs))
+    interrupted = [spec for spec, outcome in zip(specs, outcomes, strict=True) if outcome == "interrupting"]
+    unsettled = await _wait_settled(hub, interrupted, hub.settings.cancel_grace_s + 2.0)
+    duration_ms = int((time.monotonic() - started) * 1000)
+    agents_touched = {
+        spec.agent_id for spec, outcome in zip(specs, outcomes, strict=True) if outcome != "ended"
+    }
     await publish_queues(hub, agents_touched)
     result = EmergencyStopResult(
-        cancelled_running=running,
-        cleared_queued=cleared,
+        cancelled_running=len(interrupted),
+        cleared_queued=sum(1 for outcome in outcomes if outcome == "dequeued"),
         agents=len(agents_touched),
-        duration_ms=int((time.monotonic() - started) * 1000),
+        duration_ms=duration_ms,
+        unsettled=unsettled,
     )
     await hub.publish(
         EmergencyStopResultMessage(

@@ -213,7 +213,12 @@ class EmergencyStopResult(WireModel):
     cancelled_running: NonNegInt
     cleared_queued: NonNegInt
     agents: NonNegInt
+    #: From the request until the last interrupted execution ended (its agent confirms once the
+    #: command's processes are gone), or until the wait for them gave up (see ``unsettled``).
     duration_ms: NonNegInt
+    #: Interrupted executions that had not ended when the hub answered (their agents did not confirm
+    #: within the grace period; their jobs end them).
+    unsettled: NonNegInt = 0
 
 
 # ---- output, traces, reports ----------------------------------------------------------------------

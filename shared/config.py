@@ -150,9 +150,10 @@ class Settings(ClientSettings):
     smtp_from: str = "onsembl@localhost"
     #: The hub's address as users reach it (behind a proxy: https://...), used in magic links.
     public_url: str = ""
-    #: Embedded RQ workers (threads of one process) started by ``onsembl server``; 0 for none. A running
-    #: command holds one worker, so this is how many commands run at once across all agents.
-    workers: int = Field(default=64, ge=0, le=2048)
+    #: Idle RQ workers (threads of one process) the embedded pool of ``onsembl server`` keeps ready; 0
+    #: for no pool. A running command holds one worker, and the pool adds workers as commands start,
+    #: so that this many stay idle: it is not a cap on how many commands run at once.
+    workers: int = Field(default=16, ge=0, le=2048)
     #: Audit entries older than this are pruned by an hourly job (one hub runs it).
     audit_retention_days: int = Field(default=30, ge=1)
     #: Seconds between heartbeats, told to agents when they connect.

@@ -93,6 +93,8 @@ class EndReason(StrEnum):
     EMERGENCY_STOP = "EMERGENCY_STOP"
     AGENT_STOPPED = "AGENT_STOPPED"
     AGENT_LOST = "AGENT_LOST"
+    #: The agent came back without it: its wrapper was restarted (crash, kill, reboot) while it ran.
+    AGENT_RESTARTED = "AGENT_RESTARTED"
     WORKER_LOST = "WORKER_LOST"
 
 

@@ -526,9 +526,15 @@ class OnsemblApp(App[None]):
         if figures == self._last_estop:
             return
         self._last_estop = figures
+        unsettled = (
+            f"; {result.unsettled} not yet confirmed by their agents (ended after the grace period)"
+            if result.unsettled
+            else ""
+        )
         self.notify(
             f"stopped {result.cancelled_running} running, cleared {result.cleared_queued} queued "
-            f"on {result.agents} agent{'' if result.agents == 1 else 's'} in {result.duration_ms} ms",
+            f"on {result.agents} agent{'' if result.agents == 1 else 's'} in {result.duration_ms} ms"
+            f"{unsettled}",
             title="Emergency stop",
             severity="warning",
             timeout=30,

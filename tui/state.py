@@ -106,7 +106,13 @@ class Gap:
 #: Endings a user hears of at once: a failure, or a stop the user did not ask for (their own cancel,
 #: interrupt or emergency stop is answered where they gave it).
 ALERTED_ENDS = frozenset(
-    {EndReason.TIME_LIMIT, EndReason.TOKEN_BUDGET, EndReason.AGENT_LOST, EndReason.WORKER_LOST}
+    {
+        EndReason.TIME_LIMIT,
+        EndReason.TOKEN_BUDGET,
+        EndReason.AGENT_LOST,
+        EndReason.AGENT_RESTARTED,
+        EndReason.WORKER_LOST,
+    }
 )
 #: An ending older than this (a replay after a reconnect, the backfill at start) is not alerted.
 ALERT_RECENT_MS = 60_000

@@ -9,26 +9,23 @@ pub/sub hop on the way to the agent, about a third of the dispatch time.
 
 Exactly one side sends the first request: each claims the execution's ``dispatcher`` field
 (``HSETNX``) before it sends. The hub claims only while the execution is still queued, its agent
-online and neither paused nor stopped, and an RQ worker is idle to supervise it. A cancel of a
+online and neither paused nor stopped, and an RQ worker pool is alive to supervise it. A cancel of a
 waiting execution claims the field too, so that nothing dispatches what is being taken out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import Any
 
 import redis
-from rq import Queue
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from server import keys
-from server.events import advance_status_sync
-from server.queue import executions
+from server.queue import executions, lifecycle
 from server.queue.executions import ExecutionSpec
 from shared.api import ExecutionConstraints
 from shared.enums import CommandType, ExecutionStatus
-from shared.protocol import CommandRequest, CommandRequestPayload, CommandStatus, CommandStatusPayload, now_ms
+from shared.protocol import CommandRequest, CommandRequestPayload, CommandStatus, now_ms
 
 #: The ``dispatcher`` values. A hub writes ``HUB_PREFIX + hub id``.
 HUB_PREFIX = "hub:"
@@ -38,13 +35,13 @@ BY_CANCEL = "cancel"
 #: Claim the first request for a hub and mark the execution DISPATCHED, in one step. (The events
 #: that announce it follow the send: see ``create_and_dispatch``.)
 #: KEYS[1] = execution hash, KEYS[2] = online agents, KEYS[3] = paused, KEYS[4] = stopped,
-#: KEYS[5] = the RQ workers of the command queue, KEYS[6] = the queue's list of jobs waiting for a
-#: worker (the execution's own job among them, unless a worker has it already). Some worker must be
-#: idle for every job there: a request sent while the workers are all busy would run unsupervised (no
-#: resend, no time limit on the hub's side) until one is free, and the pool is the cap on how many
-#: commands run at once. KEYS[7] = the supervised executions: the execution joins them at once, so
-#: that a worker lost before its job beats is noticed (``executions.resume_supervision``).
-#: KEYS[8] = the agent's live state: it names the hub that holds its socket now, which may not be
+#: KEYS[5] = the RQ workers of the command queue: one must be idle, the sign of a live pool with
+#: room. (The pool keeps some idle and grows as jobs take them, ``server/worker.py``: the job that
+#: supervises this request starts within moments; with no pool, a request sent would run with no
+#: resend and no time limit on the hub's side.) KEYS[6] = the supervised executions: the execution
+#: joins them at once, so that a worker lost before its job beats is noticed
+#: (``executions.resume_supervision``).
+#: KEYS[7] = the agent's live state: it names the hub that holds its socket now, which may not be
 #: this one, whose record of a socket closed under it can lag.
 #: ARGV[1] = agent id, ARGV[2] = the hub's claim, ARGV[3] = started at (ms), ARGV[4] = DISPATCHED,
 #: ARGV[5] = its rank, ARGV[6] = the execution id, ARGV[7] = the hub's id. Returns 1 when the hub is
@@ -56,23 +53,24 @@ end
 if redis.call('HEXISTS', KEYS[1], 'dispatcher') == 1 then
   return 0
 end
-if not redis.call('ZSCORE', KEYS[2], ARGV[1]) or redis.call('HGET', KEYS[8], 'hub') ~= ARGV[7] then
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) or redis.call('HGET', KEYS[7], 'hub') ~= ARGV[7] then
   return 0
 end
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 or redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then
   return 0
 end
-local idle = 0
+local idle = false
 for _, worker in ipairs(redis.call('SMEMBERS', KEYS[5])) do
   if redis.call('HGET', worker, 'state') == 'idle' then
-    idle = idle + 1
+    idle = true
+    break
   end
 end
-if idle == 0 or idle < redis.call('LLEN', KEYS[6]) then
+if not idle then
   return 0
 end
 redis.call('HSET', KEYS[1], 'dispatcher', ARGV[2], 'status', ARGV[4], 'rank', ARGV[5], 'started_at', ARGV[3])
-redis.call('ZADD', KEYS[7], ARGV[3], ARGV[6])
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[6])
 return 1
 """
 #: KEYS[1] = execution hash, ARGV[1] = the claim to drop (only if it is still that one).
@@ -111,7 +109,6 @@ def dispatch_by_hub(conn: redis.Redis, spec: ExecutionSpec, hub_id: str) -> int 
             keys.PAUSED_AGENTS,
             keys.STOPPED_AGENTS,
             WORKERS_BY_QUEUE_KEY % keys.COMMAND_QUEUE,
-            Queue.redis_queue_namespace_prefix + keys.COMMAND_QUEUE,
             keys.SUPERVISED,
             keys.agent(spec.agent_id),
         ],
@@ -142,23 +139,8 @@ def dispatcher(state: dict[str, str]) -> str:
     return state.get("dispatcher", "")
 
 
-def status_event(spec: ExecutionSpec, status: ExecutionStatus, **extra: Any) -> CommandStatus:
-    return CommandStatus(
-        payload=CommandStatusPayload(
-            command_id=spec.command_id, agent_id=spec.agent_id, status=status, **extra
-        )
-    )
-
-
-def dispatched_event(spec: ExecutionSpec, at: int) -> CommandStatus:
-    return status_event(spec, ExecutionStatus.DISPATCHED, queue_position=0, started_at=at)
-
-
 def mark_dispatched(conn: redis.Redis, spec: ExecutionSpec, maxlen: int) -> None:
-    at = now_ms()
-    advance_status_sync(
-        conn, spec.id, ExecutionStatus.DISPATCHED, dispatched_event(spec, at), maxlen, started_at=at
-    )
+    lifecycle.apply_sync(conn, lifecycle.dispatched(spec, now_ms()), maxlen)
 
 
 def create_and_dispatch(
@@ -185,7 +167,7 @@ def create_and_dispatch(
             dispatched[spec.id] = at
     events: list[CommandStatus] = []
     for spec in specs:
-        events.append(status_event(spec, ExecutionStatus.QUEUED))
+        events.append(lifecycle.queued_event(spec))
         if (at := dispatched.get(spec.id)) is not None:
-            events.append(dispatched_event(spec, at))
+            events.append(lifecycle.dispatched(spec, at).event)
     return events

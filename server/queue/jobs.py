@@ -6,7 +6,8 @@ agent acknowledges, enforces the time limit (COMMAND_CANCEL, then a grace period
 cancel, and returns when the hub reports COMMAND_COMPLETE. It touches only Redis; the hub's store
 writes the events it publishes to the database.
 
-Signals from the hub arrive on the execution's list: ``ack``, ``done``, ``cancel|REASON|message``.
+Signals from the hub arrive on the execution's list, as ``lifecycle.Signal``s; the job returns a
+``lifecycle.SupervisionOutcome``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import redis
 from rq.job import Job, get_current_job
 
 from server import keys
-from server.events import advance_status_sync, publish_sync
-from server.queue import dispatch, executions
+from server.events import publish_sync
+from server.queue import dispatch, executions, lifecycle
 from server.queue.executions import ExecutionSpec
+from server.queue.lifecycle import SignalKind, SupervisionOutcome
 from server.redis_text import as_text
 from shared.config import Settings
 from shared.enums import EndReason, ExecutionStatus
@@ -69,10 +71,8 @@ def end_execution(
     maxlen: int,
 ) -> bool:
     """Settle an execution from the hub's side (the agent never confirmed). True if this call did."""
-    at = now_ms()
-    event = dispatch.status_event(spec, status, end_reason=reason, error=error, completed_at=at)
-    applied = advance_status_sync(
-        conn, spec.id, status, event, maxlen, end_reason=reason.value, error=error or "", completed_at=at
+    applied = lifecycle.apply_sync(
+        conn, lifecycle.ended_by_hub(spec, status, reason, error, now_ms()), maxlen
     )
     if applied:
         executions.forget(conn, spec)
@@ -91,25 +91,27 @@ def _park(conn: redis.Redis, spec: ExecutionSpec, maxlen: int) -> None:
     publish_queue(conn, spec.agent_id, maxlen)
 
 
-def run_execution(execution_id: str) -> str:
+def run_execution(execution_id: str) -> SupervisionOutcome:
     job = get_current_job()
     assert job is not None, "run_execution runs as an RQ job"
     conn: redis.Redis = job.connection
     settings = _settings()
     found = executions.load(conn, execution_id)
     if found is None:
-        return "missing"
+        return SupervisionOutcome.MISSING
     spec, state = found
     with log_context(command_id=spec.command_id, agent_id=spec.agent_id, execution_id=spec.id):
         return _run(conn, spec, state, settings)
 
 
-def _run(conn: redis.Redis, spec: ExecutionSpec, state: dict[str, str], settings: Settings) -> str:
+def _run(
+    conn: redis.Redis, spec: ExecutionSpec, state: dict[str, str], settings: Settings
+) -> SupervisionOutcome:
     maxlen = settings.event_stream_maxlen
     status = ExecutionStatus(state["status"])
     if status.terminal:
         conn.zrem(keys.SUPERVISED, spec.id)
-        return "already-ended"
+        return SupervisionOutcome.ALREADY_ENDED
     # A run after a lost worker resumes an execution already on the agent.
     resuming = status in (ExecutionStatus.DISPATCHED, ExecutionStatus.EXECUTING)
     # The job sends the first request only with the claim (server/queue/dispatch.py), and parks the
@@ -118,7 +120,7 @@ def _run(conn: redis.Redis, spec: ExecutionSpec, state: dict[str, str], settings
     claimed = not resuming and _claim_first_request(conn, spec)
     if claimed and not _agent_available(conn, spec.agent_id):
         _park(conn, spec, maxlen)
-        return "parked"
+        return SupervisionOutcome.PARKED
     try:
         return _supervise(conn, spec, state, resuming, claimed, settings)
     finally:
@@ -148,7 +150,7 @@ def _supervise(
     resuming: bool,
     claimed: bool,
     settings: Settings,
-) -> str:
+) -> SupervisionOutcome:
     maxlen = settings.event_stream_maxlen
 
     signals = keys.execution_signals(spec.id)
@@ -160,7 +162,7 @@ def _supervise(
                 # No hub holds the agent's socket right now: wait for it like for an offline agent.
                 executions.park(conn, spec)
                 publish_queue(conn, spec.agent_id, maxlen)
-                return "parked"
+                return SupervisionOutcome.PARKED
             dispatch.mark_dispatched(conn, spec, maxlen)
             publish_queue(conn, spec.agent_id, maxlen)
         # Otherwise the hub sent it at admission: supervise only.
@@ -185,6 +187,8 @@ def _supervise(
     next_agent_check = start + _AGENT_CHECK_S
 
     def send_cancel(reason: EndReason, message: str) -> None:
+        # The agent may not have taken the request yet (a cancel before its ACK): it drops a cancel
+        # for a command it does not know, and the grace period ends the execution.
         conn.hset(keys.execution(spec.id), "cancel_reason", reason.value)
         conn.publish(
             keys.agent_channel(spec.agent_id),
@@ -207,22 +211,24 @@ def _supervise(
         item = conn.blpop([signals], timeout=wait)
         now = time.monotonic()
         if item is not None:
-            signal = as_text(item[1])
-            if signal == "done":
-                return "done"
-            if signal == "ack":
+            try:
+                signal = lifecycle.Signal.decode(item[1])
+            except ValueError as exc:
+                log.error("%s", exc)
+                continue
+            if signal.kind is SignalKind.DONE:
+                return SupervisionOutcome.DONE
+            if signal.kind is SignalKind.ACK:
                 acked = True
-            elif signal.startswith("cancel|"):
-                _, reason_name, message = signal.split("|", 2)
-                reason = EndReason(reason_name)
+            elif signal.reason is not None:
                 if cancel is None:
-                    cancel = (reason, message)
+                    cancel = (signal.reason, signal.message)
                     grace_deadline = now + settings.cancel_grace_s
-                send_cancel(reason, message)
+                send_cancel(signal.reason, signal.message)
             continue
         current = executions.load(conn, spec.id)
         if current is None or ExecutionStatus(current[1]["status"]).terminal:
-            return "done"
+            return SupervisionOutcome.DONE
         if deadline is not None and cancel is None and now >= deadline:
             cancel = (EndReason.TIME_LIMIT, f"time limit of {spec.time_limit_ms} ms reached")
             grace_deadline = now + settings.cancel_grace_s
@@ -238,7 +244,7 @@ def _supervise(
                 f"{message}; the agent did not confirm within {settings.cancel_grace_s:g} s",
                 maxlen,
             )
-            return "cancelled"
+            return SupervisionOutcome.CANCELLED
         if now >= next_agent_check:
             next_agent_check = now + _AGENT_CHECK_S
             online = conn.zscore(keys.ONLINE_AGENTS, spec.agent_id) is not None
@@ -255,7 +261,7 @@ def _supervise(
                         f"the agent was offline for {settings.agent_lost_timeout_s:g} s while running it",
                         maxlen,
                     )
-                    return "agent-lost"
+                    return SupervisionOutcome.AGENT_LOST
         if not acked and cancel is None and now - last_send >= settings.dispatch_retry_s:
             # The agent drops a request it already has, so sending again is safe. With no hub holding
             # its socket, the next try comes after the same interval (the agent-lost check ends it).

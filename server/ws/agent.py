@@ -17,9 +17,8 @@ from pydantic import ValidationError
 from server import keys
 from server.auth.tokens import TokenKind, mint
 from server.db.models import AgentRow
-from server.events import advance_status
 from server.hub import Hub
-from server.queue import executions
+from server.queue import executions, lifecycle, reconcile
 from server.redis_text import as_text
 from server.services import publish_queues
 from server.ws.connection import (
@@ -43,8 +42,6 @@ from shared.protocol import (
     AgentToHub,
     CommandAck,
     CommandComplete,
-    CommandStatus,
-    CommandStatusPayload,
     Error,
     InputRequired,
     InputRequiredPayload,
@@ -422,20 +419,12 @@ class AgentSession:
         if execution_id is None:
             await self.unknown_command(p.command_id, message.id)
             return
-        await hub.redis.rpush(keys.execution_signals(execution_id), "ack")
+        await lifecycle.signal(hub.redis, execution_id, lifecycle.ACK)
         if p.status is AckStatus.EXECUTING:
             at = now_ms()
-            event = CommandStatus(
-                payload=CommandStatusPayload(
-                    command_id=p.command_id,
-                    agent_id=self.agent_id,
-                    status=ExecutionStatus.EXECUTING,
-                    queue_position=0,
-                    started_at=at,
-                )
-            )
-            if await advance_status(
-                hub.redis, execution_id, ExecutionStatus.EXECUTING, event, hub.settings.event_stream_maxlen
+            ref = lifecycle.Ref(execution_id, p.command_id, self.agent_id)
+            if await lifecycle.apply(
+                hub.redis, lifecycle.executing(ref, at), hub.settings.event_stream_maxlen
             ):
                 # The start is the dispatch's; an ACK that beats the job's mark of it gives its own.
                 await hub.redis.hsetnx(keys.execution(execution_id), "started_at", at)
@@ -460,40 +449,21 @@ class AgentSession:
                 reason = EndReason.USER_CANCEL
             else:
                 reason = EndReason.FINISHED if status is ExecutionStatus.COMPLETED else EndReason.ERROR
-        at = now_ms()
         started = int(state[b"started_at"]) if state.get(b"started_at") else None
-        event = CommandStatus(
-            payload=CommandStatusPayload(
-                command_id=p.command_id,
-                agent_id=self.agent_id,
-                status=status,
-                end_reason=reason,
-                error=p.error,
-                completed_at=at,
-                started_at=started,
-                tokens_used=p.tokens_used,
-                cost_usd=p.cost_usd,
-                output_lines=p.output_lines,
-                changes=p.changes,
-            )
-        )
-        applied = await advance_status(
-            hub.redis,
-            execution_id,
-            status,
-            event,
-            hub.settings.event_stream_maxlen,
-            end_reason=reason.value,
-            error=p.error or "",
-            completed_at=at,
-            # Kept with the status so a read before the store catches up is whole.
+        report = lifecycle.Report(
+            status=status,
+            reason=reason,
+            error=p.error,
             tokens_used=p.tokens_used,
             cost_usd=p.cost_usd,
-            output_lines=p.output_lines or 0,
-            changes=p.changes.model_dump_json(by_alias=True) if p.changes is not None else "",
+            output_lines=p.output_lines,
+            changes=p.changes,
         )
+        ref = lifecycle.Ref(execution_id, p.command_id, self.agent_id)
+        ending = lifecycle.reported(ref, report, started, now_ms())
+        applied = await lifecycle.apply(hub.redis, ending, hub.settings.event_stream_maxlen)
         if applied:
-            await hub.redis.rpush(keys.execution_signals(execution_id), "done")
+            await lifecycle.signal(hub.redis, execution_id, lifecycle.DONE)
             found = await asyncio.to_thread(executions.load, hub.redis_sync, execution_id)
             if found is not None:
                 await asyncio.to_thread(executions.forget, hub.redis_sync, found[0])
@@ -533,6 +503,28 @@ async def _connect_message(conn: Connection) -> AgentConnect | None:
         )
         return None
     return message
+
+
+async def _reconcile(hub: Hub, row: AgentRow, active_commands: list[str]) -> None:
+    """Settle what the hub believes runs on the agent and the agent says it does not (it restarted)."""
+    lost = await asyncio.to_thread(
+        reconcile.settle_lost, hub.redis_sync, row.id, active_commands, hub.settings.event_stream_maxlen
+    )
+    if not lost:
+        return
+    current = await hub.redis.hget(keys.agent(row.id), "current_command")
+    if current is not None and as_text(current) in {spec.command_id for spec in lost}:
+        await hub.agents.set_current(row.id, None)
+        await hub.redis.hdel(keys.agent(row.id), "waiting_input")
+    for spec in lost:
+        log.warning("agent %s restarted without command %s: settled FAILED", row.name, spec.command_id)
+        await hub.audit(
+            "hub",
+            "command.agent_restarted",
+            agent_id=row.id,
+            command_id=spec.command_id,
+            reason=EndReason.AGENT_RESTARTED.value,
+        )
 
 
 def _pump_ended(conn: Connection, pump: asyncio.Task[None]) -> None:
@@ -614,6 +606,7 @@ async def agent_socket(ws: WebSocket, path_agent_id: str | None = None) -> None:
         await hub.audit(
             f"agent:{row.name}", "agent.connected", agent_id=row.id, host=p.host_machine, version=p.version
         )
+        await _reconcile(hub, row, p.active_commands)
         await asyncio.to_thread(executions.release_pending, hub.redis_sync, row.id)
         await publish_queues(hub, {row.id})
         log.info("agent %s (%s) connected from %s", row.name, row.id, p.host_machine)

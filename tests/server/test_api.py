@@ -4,11 +4,13 @@ broadcast and the emergency stop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 from websockets.asyncio.client import connect
 
 from shared.api import Finding, ReportContent, ReportSection
@@ -26,7 +28,7 @@ from shared.protocol import (
     TraceEventPayload,
     parse_hub_to_agent,
 )
-from tests.harness import HubProcess, start_agent, wait_command, wait_until
+from tests.harness import AgentProcess, HubProcess, start_agent, wait_command, wait_until
 
 
 def finished(client, command_id: str, seconds: float = 30) -> dict:  # type: ignore[no-untyped-def]
@@ -288,6 +290,22 @@ def test_pause_holds_the_queue_and_resume_releases_it(hub: HubProcess, tmp_path:
         agent.stop()
 
 
+def command_processes(agents: list[AgentProcess]) -> list[psutil.Process]:
+    """Every process the agents' commands run (each wrapper's descendants)."""
+    tree: list[psutil.Process] = []
+    for agent in agents:
+        with contextlib.suppress(psutil.Error):
+            tree += psutil.Process(agent.process.pid).children(recursive=True)
+    return tree
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def test_broadcast_and_emergency_stop(hub: HubProcess, tmp_path: Path) -> None:
     agents = [start_agent(hub, f"api-fleet-{n}") for n in range(3)]
     try:
@@ -296,8 +314,10 @@ def test_broadcast_and_emergency_stop(hub: HubProcess, tmp_path: Path) -> None:
             command = client.post("/commands", json={"content": "echo $PPID", "broadcast": True}).json()
             assert {e["agentId"] for e in command["executions"]} == online
             assert finished(client, command["id"])["status"] == "COMPLETED"
-            # Long commands on every agent, plus queued ones behind them.
-            running = client.post("/commands", json={"content": "sleep 60", "broadcast": True}).json()
+            # Long commands on every agent, each a shell with children that ignore SIGINT (background
+            # jobs), plus queued ones behind them.
+            loop = "sleep 60 & sleep 60 & while true; do sleep 0.2; done"
+            running = client.post("/commands", json={"content": loop, "broadcast": True}).json()
             queued = client.post("/commands", json={"content": "sleep 60", "broadcast": True}).json()
             wait_until(
                 lambda: all(
@@ -307,9 +327,19 @@ def test_broadcast_and_emergency_stop(hub: HubProcess, tmp_path: Path) -> None:
                 20,
                 "all running",
             )
+            processes = wait_until(
+                lambda: tree if len(tree := command_processes(agents)) >= 3 * len(agents) else None,
+                20,
+                "each command's shell and its two sleeps",
+            )
             result = client.post("/emergency-stop").json()
             assert result["cancelledRunning"] == len(online)
             assert result["clearedQueued"] == len(online)
+            # The answer comes once every interrupted command has ended, its processes with it.
+            assert result["unsettled"] == 0, result
+            assert [p.pid for p in processes if alive(p)] == []
+            stopped = client.get(f"/commands/{running['id']}").json()
+            assert {e["status"] for e in stopped["executions"]} == {"CANCELLED"}, stopped
             for cmd in (running, queued):
                 ended = finished(client, cmd["id"], 30)
                 assert ended["status"] == "CANCELLED"

@@ -8,7 +8,6 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,9 +19,8 @@ from websockets.asyncio.client import ClientConnection
 
 from server import keys
 from server.events import publish_sync
-from server.queue import dispatch, executions, jobs
+from server.queue import dispatch, executions, jobs, lifecycle
 from server.queue.executions import ExecutionSpec
-from server.redis_embedded import EmbeddedRedis
 from server.worker import SupervisorWorker
 from shared.config import Settings
 from shared.enums import AckStatus, CompletionStatus, ExecutionStatus
@@ -32,22 +30,6 @@ from tests.reliability.helpers import keep_beating
 from tests.server.test_bad_input import open_agent
 
 HUB = "hub-a"
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    path = tmp_path_factory.mktemp("redis")
-    server = EmbeddedRedis(path, path / "r.sock")
-    yield server.ensure()
-    server.stop()
-
-
-@pytest.fixture
-def conn(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def register_worker(conn: redis.Redis, state: WorkerStatus) -> SupervisorWorker:
@@ -134,15 +116,26 @@ def test_the_hub_sends_the_request_of_an_idle_local_agent_at_admission(
     assert not dispatch.claim(conn, "c1", dispatch.BY_JOB)
 
 
+def test_jobs_waiting_for_a_worker_do_not_hold_back_the_hubs_send(
+    conn: redis.Redis, worker: SupervisorWorker
+) -> None:
+    """The pool grows as jobs take its workers (server/worker.py): a live pool with one idle worker is
+    enough, however many jobs wait for one. (A fixed pool made the hub wait for an idle worker per
+    waiting job, and the pool's size capped the commands running at once.)"""
+    for n in range(5):
+        Queue(keys.COMMAND_QUEUE, connection=conn).push_job_id(f"someone-elses-{n}")
+    online(conn, "agent-1")
+    sent = create(conn, [spec("c1")], {"agent-1"})
+    assert [json.loads(request)["payload"]["commandId"] for _, request in sent] == ["c1"]
+
+
 @pytest.mark.parametrize(
     "why",
-    ["elsewhere", "taken-over", "offline", "paused", "stopped", "no-worker", "workers-busy", "jobs-waiting"],
+    ["elsewhere", "taken-over", "offline", "paused", "stopped", "no-worker", "workers-busy"],
 )
 def test_the_hub_leaves_the_request_to_the_job(conn: redis.Redis, why: str) -> None:
     if why != "no-worker":
         register_worker(conn, WorkerStatus.BUSY if why == "workers-busy" else WorkerStatus.IDLE)
-    if why == "jobs-waiting":  # another job waits for the one idle worker
-        Queue(keys.COMMAND_QUEUE, connection=conn).push_job_id("someone-elses")
     if why != "offline":
         # taken-over: this hub still holds a socket of the agent's, which has connected to another.
         online(conn, "agent-1", hub_id="hub-b" if why == "taken-over" else HUB)
@@ -324,7 +317,7 @@ def test_a_job_that_read_queued_does_not_park_what_the_hub_sent(
     online(conn, "agent-1")
     create(conn, [spec("c1")], {"agent-1"})  # the hub sends it
     conn.zrem(keys.ONLINE_AGENTS, "agent-1")  # and the agent drops before the job looks
-    conn.rpush(keys.execution_signals("c1"), "done")
+    lifecycle.signal_sync(conn, "c1", lifecycle.DONE)
     assert run_job(conn, spec("c1"), {"status": "QUEUED"}) == "done"  # supervised, not parked
     assert conn.zcard(keys.agent_pending("agent-1")) == 0
 
