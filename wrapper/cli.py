@@ -72,7 +72,9 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         try:
             file = tomllib.loads(config.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SystemExit(f"onsembl-agent: cannot read {config}: {exc}") from exc
+            # Exit 2, the configuration's code: a service manager does not restart what cannot start.
+            print(f"onsembl-agent: cannot read {config}: {exc}", file=sys.stderr)
+            raise SystemExit(EXIT_CONFIG) from exc
     env = {
         "server": os.environ.get("ONSEMBL_SERVER_URL"),
         "token": os.environ.get("ONSEMBL_TOKEN"),
@@ -111,7 +113,8 @@ def _from_shared_settings(merged: dict[str, Any]) -> dict[str, Any]:
     try:
         shared = ClientSettings()
     except (ValidationError, ValueError, OSError) as exc:
-        raise SystemExit(f"onsembl-agent: cannot read the settings file: {exc}") from exc
+        print(f"onsembl-agent: cannot read the settings file: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from exc
     return {
         "server": merged["server"] or shared.server_url or None,
         "token": merged["token"] or shared.token_text() or None,

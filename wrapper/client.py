@@ -1,6 +1,7 @@
 """The agent daemon's connection to the hub: connect out, say AGENT_CONNECT, then run the receive,
-send and heartbeat tasks until one ends; reconnect with backoff (1 s doubling to 30 s; forever for
-network faults, at most 5 tries when the hub refuses the token). Commands keep running while the hub
+send and heartbeat tasks until one ends; reconnect with backoff: network faults 1 s doubling to 30 s,
+for ever; a refusal of the token (ERROR AUTH_FAILED, close code 1008, HTTP 401 or 403) at most 5
+tries, then a message naming the fix and exit code EXIT_AUTH. Commands keep running while the hub
 is away; their messages wait in the outbox and go out in order on reconnect."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import platform
 import socket
@@ -19,6 +21,7 @@ import websockets
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 
+from shared.api import HealthMetrics
 from shared.enums import AgentType, ControlAction, ErrorCode
 from shared.model import ID_PATTERN, bounded_json
 from shared.protocol import (
@@ -41,7 +44,7 @@ from shared.protocol import (
 )
 from shared.tokens import token_claims
 from wrapper.executor import Executor
-from wrapper.health import HealthSampler
+from wrapper.health import BUSY_SAMPLE_S, MIN_MOVED_GAP_S, HealthSampler, moved
 from wrapper.outbox import Outbox
 
 log = logging.getLogger("onsembl.agent")
@@ -51,15 +54,45 @@ SEND_RATE = 80.0
 BATCH_MAX_MESSAGES = 1000
 #: Characters in a batch: even at 4 bytes each it stays under the hub's 1 MiB frame limit.
 BATCH_MAX_BYTES = 240 * 1024
+#: How often the heartbeat loop looks whether a command started (sampling starts then).
+BUSY_POLL_S = 0.5
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
+#: Refusals of the token in a row before the wrapper gives up (EXIT_AUTH), 0.5, 1, 2 and 4 s apart:
+#: a refusal is no network fault, retrying longer only hides it (a hub briefly started with another
+#: secret is the case the retries are for).
 MAX_AUTH_FAILURES = 5
+AUTH_BACKOFF_S = 0.5
+AUTH_BACKOFF_MAX_S = 4.0
+#: The close code the hub refuses a connection with (RFC 6455 policy violation).
+CLOSE_POLICY = 1008
 EXIT_AUTH = 3
 EXIT_CONFIG = 2
 
 
 class AuthRefused(Exception):
     pass
+
+
+def auth_refusal(exc: BaseException) -> str | None:
+    """Why the hub refused this agent, when ``exc`` says it did (ERROR AUTH_FAILED, close code
+    1008, HTTP 401 or 403 from the hub or a proxy before it); None for a network fault."""
+    if isinstance(exc, AuthRefused):
+        return str(exc) or "authentication failed"
+    if isinstance(exc, websockets.InvalidStatus) and exc.response.status_code in (401, 403):
+        return f"HTTP {exc.response.status_code}"
+    closed = exc.rcvd if isinstance(exc, websockets.ConnectionClosed) else None
+    if closed is not None and closed.code == CLOSE_POLICY:
+        return f"closed with code {CLOSE_POLICY}: {closed.reason or 'policy violation'}"
+    return None
+
+
+def describe_fault(exc: BaseException) -> str:
+    """A network fault for the log: its kind, and what it says (HTTP status, close code, errno)."""
+    if isinstance(exc, websockets.InvalidStatus):
+        return f"HTTP {exc.response.status_code}"
+    text = str(exc)
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
 def token_expiry(token: str) -> int:
@@ -115,10 +148,13 @@ class AgentClient:
         self.executor.input_listeners.append(self._needs_input)
 
     async def run_forever(self) -> int:
+        """Connect, and again after every disconnect, until the hub refuses this agent
+        MAX_AUTH_FAILURES times in a row (EXIT_AUTH); network faults are retried for ever."""
         backoff = BACKOFF_START_S
         auth_failures = 0
         url = websocket_url(self.server)
         while True:
+            refusal: str | None = None
             try:
                 async with connect(
                     url,
@@ -139,35 +175,46 @@ class AgentClient:
                             # network must not push every later reconnect out to 30 s).
                             backoff = BACKOFF_START_S
                             auth_failures = 0
-            except AuthRefused as exc:
+            except (OSError, websockets.WebSocketException, TimeoutError, AuthRefused) as exc:
+                refusal = auth_refusal(exc)
+                if refusal is None:
+                    log.warning("hub unreachable (%s); retrying in %.0fs", describe_fault(exc), backoff)
+            self.connected.clear()
+            if refusal is not None:
                 if self._fall_back_to_given():
                     continue
                 auth_failures += 1
-                log.error(
-                    "the hub refused this agent (%s), attempt %d of %d", exc, auth_failures, MAX_AUTH_FAILURES
-                )
                 if auth_failures >= MAX_AUTH_FAILURES:
-                    log.error("giving up: check the token (mint one with `onsembl token agent NAME`)")
+                    log.error("%s", self._refusal_advice(refusal, auth_failures))
                     return EXIT_AUTH
-            except websockets.InvalidStatus as exc:
-                status = exc.response.status_code
-                if status in (401, 403) and self._fall_back_to_given():
-                    continue
-                if status in (401, 403):
-                    auth_failures += 1
-                    if auth_failures >= MAX_AUTH_FAILURES:
-                        log.error(
-                            "the hub refused the connection (HTTP %d) %d times; giving up",
-                            status,
-                            auth_failures,
-                        )
-                        return EXIT_AUTH
-                log.warning("hub answered HTTP %d; retrying in %.0fs", status, backoff)
-            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
-                log.warning("hub unreachable (%s); retrying in %.0fs", exc.__class__.__name__, backoff)
-            self.connected.clear()
+                wait = min(AUTH_BACKOFF_S * 2 ** (auth_failures - 1), AUTH_BACKOFF_MAX_S)
+                log.error(
+                    "the hub refused this agent (%s), attempt %d of %d; retrying in %.1fs",
+                    refusal,
+                    auth_failures,
+                    MAX_AUTH_FAILURES,
+                    wait,
+                )
+                await asyncio.sleep(wait)
+                continue
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _refusal_advice(self, refusal: str, tries: int) -> str:
+        """The last word on a token the hub keeps refusing: why, and how to fix it."""
+        try:
+            claims = token_claims(self._given_token)
+        except ValueError:
+            claims = {}
+        name = claims.get("name") if isinstance(claims.get("name"), str) else None
+        expiry = token_expiry(self._given_token)
+        expired = f"; the token expired at {time.ctime(expiry)}" if 0 < expiry <= time.time() else ""
+        return (
+            f"giving up: the hub refused this agent's token {tries} times ({refusal}{expired}). "
+            f"Mint a new one on the hub with `onsembl token agent {name or 'NAME'}` and start the agent "
+            "with it; if the hub's tokens should be good here, check that ONSEMBL_JWT_SECRET is the "
+            "hub's (every hub of a fleet shares one) and that the agent was not deleted"
+        )
 
     async def _session(self, ws: ClientConnection) -> None:
         hello = AgentConnect(
@@ -180,7 +227,13 @@ class AgentClient:
                 active_commands=self.executor.active_commands(),
             )
         )
-        await ws.send(hello.to_json())
+        try:
+            await ws.send(hello.to_json())
+        except websockets.ConnectionClosed:
+            # The hub refuses a bad token as soon as the socket opens (ERROR, then close 1008): over
+            # a real network both can come with the handshake's answer, before AGENT_CONNECT goes
+            # out. The ERROR frame is still there to read.
+            pass
         # The hub answers a good AGENT_CONNECT with SERVER_HEARTBEAT, a bad one with ERROR and 1008.
         first = await asyncio.wait_for(ws.recv(), 15)
         message = parse_hub_to_agent(first)
@@ -208,7 +261,7 @@ class AgentClient:
             exc = task.exception()
             if isinstance(exc, AuthRefused):
                 raise exc
-        if ws.close_code == 1008:
+        if ws.close_code == CLOSE_POLICY:
             raise AuthRefused(ws.close_reason or "policy violation")
 
     async def _send(self, ws: ClientConnection) -> None:
@@ -332,13 +385,42 @@ class AgentClient:
             self.executor.new_session()
 
     async def _heartbeat(self) -> None:
-        """Health every heartbeat interval, and at once when it changes (a command ended)."""
+        """Health to the hub: every heartbeat interval; at once when a command ended (the counters
+        changed); and while a command runs, a sample of the process tree every BUSY_SAMPLE_S (the
+        first as soon as the command is seen, the last once a whole interval passed idle), sent when
+        CPU or memory moved meaningfully since the last heartbeat, at most one such heartbeat per
+        MIN_MOVED_GAP_S."""
+        last: HealthMetrics | None = None
+        sent_at = sampled_at = -math.inf
+        was_busy = False
+        #: Whether a command ran at the last sample; and whether the next sample must come after
+        #: BUSY_SAMPLE_S, not the heartbeat interval: until a sample's whole window was idle, the
+        #: gauge may still show the command.
+        busy_at_sample = settling = False
         while True:
-            self.outbox.put(
-                AgentHeartbeat(
-                    payload=AgentHeartbeatPayload(agent_id=self.agent_id, health_metrics=self.health.sample())
-                )
-            )
-            self.health.changed.clear()
+            now = time.monotonic()
+            busy = bool(self.executor.running)
+            changed = self.health.changed.is_set()
+            due = now - sent_at >= self.heartbeat_s
+            started = busy and not was_busy
+            if changed or due or started or ((busy or settling) and now - sampled_at >= BUSY_SAMPLE_S):
+                self.health.changed.clear()
+                # Off the loop: psutil may read every process of the machine (no /proc children files).
+                metrics = await asyncio.to_thread(self.health.sample)
+                sampled_at, settling, busy_at_sample = now, busy or busy_at_sample, busy
+                worth = last is None or (moved(last, metrics) and now - sent_at >= MIN_MOVED_GAP_S)
+                if changed or due or worth:
+                    self.outbox.put(
+                        AgentHeartbeat(
+                            payload=AgentHeartbeatPayload(agent_id=self.agent_id, health_metrics=metrics)
+                        )
+                    )
+                    last, sent_at = metrics, now
+            was_busy = busy
+            # Awake often enough to see a command start (checking costs nothing; sampling does).
+            wake = sent_at + self.heartbeat_s
+            if busy or settling:
+                wake = min(wake, sampled_at + BUSY_SAMPLE_S)
+            wait = max(0.0, min(wake - time.monotonic(), BUSY_POLL_S))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.health.changed.wait(), self.heartbeat_s)
+                await asyncio.wait_for(self.health.changed.wait(), wait)

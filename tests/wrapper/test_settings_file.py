@@ -58,10 +58,15 @@ def test_the_tui_takes_no_agent_token_from_the_file(settings_file: Path, tmp_pat
     assert server == "http://hub.example:8700" and tokens is None  # the TUI then asks for a login
 
 
-def test_a_broken_settings_file_is_a_clear_error(settings_file: Path, tmp_path: Path) -> None:
+def test_a_broken_settings_file_is_a_clear_error(
+    settings_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings_file.write_text("server_url = [unclosed\n")
-    with pytest.raises(SystemExit, match="settings file"):
+    # The configuration's exit code (2): a service manager does not restart what cannot start.
+    with pytest.raises(SystemExit) as exited:
         wrapper_resolve(agent_args("shell"))
+    assert exited.value.code == 2
+    assert "cannot read the settings file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         tui_resolve(None, None, tmp_path / "no-credentials.json")
     # Not read when the flags say it all.
