@@ -8,12 +8,14 @@ import asyncio
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from rq import Queue
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from rq.worker import WorkerStatus
 from websockets.asyncio.client import ClientConnection
 
@@ -25,7 +27,7 @@ from server.worker import SupervisorWorker
 from shared.config import Settings
 from shared.enums import AckStatus, CompletionStatus, ExecutionStatus
 from shared.protocol import CommandAck, CommandAckPayload, CommandComplete, CommandCompletePayload
-from tests.harness import HubProcess, timeout, wait_command
+from tests.harness import HubProcess, async_wait_until, timeout, wait_command
 from tests.reliability.helpers import keep_beating
 from tests.server.test_bad_input import open_agent
 
@@ -346,3 +348,51 @@ def test_a_lost_worker_is_noticed_from_the_hubs_send_on(conn: redis.Redis, worke
     assert executions.resume_supervision(conn, "c1")
     assert commands.job_ids == ["c1"]
     assert conn.hget(keys.execution("c1"), "supervisor_restarts") == b"1"
+
+
+async def test_every_idle_agent_runs_its_command_on_a_pool_smaller_than_the_fleet(tmp_path: Path) -> None:
+    """Twelve idle agents, one long command each, on a hub whose pool keeps two workers idle: all
+    twelve run at once, each under its job (the pool grows), and none waits QUEUED. (With a fixed
+    pool of N, the N+1st agent's command waited behind the N running ones.)"""
+    hub = HubProcess(tmp_path / "hub", workers=2).start()
+    sockets: list[tuple[ClientConnection, str]] = []
+    beats: list[asyncio.Task[None]] = []
+    try:
+        for n in range(12):
+            ws, agent_id = await open_agent(hub, f"fleet-{n}")
+            sockets.append((ws, agent_id))
+            beats.append(keep_beating(ws, agent_id))
+        with (
+            hub.client() as client,
+            redis.Redis(unix_socket_path=str(hub.settings.embedded_redis_socket)) as conn,
+        ):
+            commands = {}
+            for _, agent_id in sockets:
+                response = client.post("/commands", json={"content": "long", "targetAgents": [agent_id]})
+                assert response.status_code == 201, response.text
+                commands[agent_id] = response.json()["id"]
+            for ws, agent_id in sockets:
+                _, request = await next_request(ws, 20)
+                assert request["commandId"] == commands[agent_id]
+                await ws.send(ack(commands[agent_id], agent_id))
+            await async_wait_until(
+                lambda: all(
+                    client.get(f"/commands/{c}").json()["status"] == "EXECUTING" for c in commands.values()
+                ),
+                20,
+                "all twelve EXECUTING",
+            )
+            # Each under its own supervising job, on a pool that grew past the twelve.
+            started = StartedJobRegistry(queue=Queue(keys.COMMAND_QUEUE, connection=conn))
+            await async_wait_until(lambda: started.count == 12, 20, "twelve supervising jobs")
+            assert sorted(started.get_job_ids()) == sorted(commands.values())
+            for ws, agent_id in sockets:
+                await ws.send(complete(commands[agent_id], agent_id))
+            for command_id in commands.values():
+                assert wait_command(client, command_id, 20)["status"] == "COMPLETED"
+    finally:
+        for task in beats:
+            task.cancel()
+        for ws, _ in sockets:
+            await ws.close()
+        hub.stop()
