@@ -27,8 +27,10 @@ from shared.api import ExecutionConstraints
 from shared.enums import CommandType, ExecutionStatus
 from shared.protocol import CommandRequest, CommandRequestPayload, CommandStatus, now_ms
 
-#: The ``dispatcher`` values. A hub writes ``HUB_PREFIX + hub id``.
+#: The ``dispatcher`` values. A hub writes ``HUB_PREFIX + hub id``; ``PENDING_PREFIX + hub id`` while
+#: it has yet to decide (see DISPATCH_BY_HUB).
 HUB_PREFIX = "hub:"
+PENDING_PREFIX = "pending:"
 BY_JOB = "job"
 BY_CANCEL = "cancel"
 
@@ -44,20 +46,29 @@ BY_CANCEL = "cancel"
 #: KEYS[7] = the agent's live state: it names the hub that holds its socket now, which may not be
 #: this one, whose record of a socket closed under it can lag.
 #: ARGV[1] = agent id, ARGV[2] = the hub's claim, ARGV[3] = started at (ms), ARGV[4] = DISPATCHED,
-#: ARGV[5] = its rank, ARGV[6] = the execution id, ARGV[7] = the hub's id. Returns 1 when the hub is
-#: to send the request.
+#: ARGV[5] = its rank, ARGV[6] = the execution id, ARGV[7] = the hub's id, ARGV[8] = the hub's
+#: pending claim (``pending_claim``), taken with the execution's record, or '' for none: it holds
+#: back the job, whose worker may take the job the instant it is enqueued, until this decides; a
+#: decline gives it back. Returns 1 when the hub is to send the request.
 DISPATCH_BY_HUB = """
-if tonumber(redis.call('HGET', KEYS[1], 'rank') or '-1') ~= 0 then
+local holder = redis.call('HGET', KEYS[1], 'dispatcher')
+if holder and holder ~= ARGV[8] then
   return 0
 end
-if redis.call('HEXISTS', KEYS[1], 'dispatcher') == 1 then
+local function decline()
+  if holder then
+    redis.call('HDEL', KEYS[1], 'dispatcher')
+  end
   return 0
+end
+if tonumber(redis.call('HGET', KEYS[1], 'rank') or '-1') ~= 0 then
+  return decline()
 end
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) or redis.call('HGET', KEYS[7], 'hub') ~= ARGV[7] then
-  return 0
+  return decline()
 end
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 or redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then
-  return 0
+  return decline()
 end
 local idle = false
 for _, worker in ipairs(redis.call('SMEMBERS', KEYS[5])) do
@@ -67,7 +78,7 @@ for _, worker in ipairs(redis.call('SMEMBERS', KEYS[5])) do
   end
 end
 if not idle then
-  return 0
+  return decline()
 end
 redis.call('HSET', KEYS[1], 'dispatcher', ARGV[2], 'status', ARGV[4], 'rank', ARGV[5], 'started_at', ARGV[3])
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[6])
@@ -97,9 +108,14 @@ def command_request(spec: ExecutionSpec) -> str:
     ).to_json()
 
 
-def dispatch_by_hub(conn: redis.Redis, spec: ExecutionSpec, hub_id: str) -> int | None:
+def pending_claim(hub_id: str) -> str:
+    return PENDING_PREFIX + hub_id
+
+
+def dispatch_by_hub(conn: redis.Redis, spec: ExecutionSpec, hub_id: str, pending: str = "") -> int | None:
     """Claim the first request for this hub and mark the execution DISPATCHED, if the hub may send
-    it. Returns when it was dispatched (ms), or None."""
+    it (the hub's pending claim, if it holds one, becomes the claim or is given back). Returns when
+    it was dispatched (ms), or None."""
     at = now_ms()
     script = conn.register_script(DISPATCH_BY_HUB)
     claimed = script(
@@ -120,6 +136,7 @@ def dispatch_by_hub(conn: redis.Redis, spec: ExecutionSpec, hub_id: str) -> int 
             ExecutionStatus.DISPATCHED.rank,
             spec.id,
             hub_id,
+            pending,
         ],
     )
     return at if int(claimed) == 1 else None
@@ -161,10 +178,17 @@ def create_and_dispatch(
     (Should the agent's ACK beat them, its EXECUTING is first on the stream; the hub's records, the
     store and the TUI keep the later status, and EXECUTING carries the start time too.)"""
     dispatched: dict[str, int] = {}
-    for spec in executions.create(conn, specs):
-        if spec.agent_id in local_agents and (at := dispatch_by_hub(conn, spec, hub_id)) is not None:
+    pending = pending_claim(hub_id)
+    local = {spec.id for spec in specs if spec.agent_id in local_agents}
+    admitted = executions.create(conn, specs, claimed=local, claim=pending)
+    for spec in admitted:
+        if spec.id in local and (at := dispatch_by_hub(conn, spec, hub_id, pending)) is not None:
             send(spec.agent_id, command_request(spec))
             dispatched[spec.id] = at
+    # Those that wait behind their agent's running command go to their job when admitted.
+    admitted_ids = {spec.id for spec in admitted}
+    for execution_id in sorted(local - admitted_ids):
+        release(conn, execution_id, pending)
     events: list[CommandStatus] = []
     for spec in specs:
         events.append(lifecycle.queued_event(spec))

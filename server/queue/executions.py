@@ -15,7 +15,7 @@ through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 import redis
@@ -111,15 +111,22 @@ def queue(conn: redis.Redis) -> Queue:
     return Queue(keys.COMMAND_QUEUE, connection=conn)
 
 
-def create(conn: redis.Redis, specs: Iterable[ExecutionSpec]) -> list[ExecutionSpec]:
+def create(
+    conn: redis.Redis, specs: Iterable[ExecutionSpec], claimed: Collection[str] = (), claim: str = ""
+) -> list[ExecutionSpec]:
     """Record the executions and put each in its agent's queue. Returns those admitted at once (their
-    agent was idle): each holds its agent's slot, and its job is on its way to a worker."""
+    agent was idle): each holds its agent's slot, and its job is on its way to a worker. The
+    executions whose ids are in ``claimed`` are recorded with ``claim`` as their first request's
+    claim (``dispatch``)."""
     specs = list(specs)
     first = int(conn.incrby(keys.ORDER_SEQ, len(specs))) - len(specs) + 1
     pipe = conn.pipeline(transaction=True)
     for offset, spec in enumerate(specs):
         spec.score = order_score(spec.priority, first + offset)
-        pipe.hset(keys.execution(spec.id), mapping=spec.to_hash())
+        record = spec.to_hash()
+        if spec.id in claimed:
+            record["dispatcher"] = claim
+        pipe.hset(keys.execution(spec.id), mapping=record)
         pipe.sadd(keys.agent_executions(spec.agent_id), spec.id)
         pipe.set(keys.execution_index(spec.command_id, spec.agent_id), spec.id)
     pipe.execute()

@@ -127,16 +127,23 @@ def _run(
         conn.zrem(keys.SUPERVISED, spec.id)
 
 
+def _passing(holder: str) -> bool:
+    """A claim held only for a moment: a cancel's, while it takes a waiting job out of the queue (this
+    one is running: the cancel gives it back and interrupts the command instead), or a hub's pending
+    one, while it decides whether to send the request itself."""
+    return holder == dispatch.BY_CANCEL or holder.startswith(dispatch.PENDING_PREFIX)
+
+
 def _claim_first_request(conn: redis.Redis, spec: ExecutionSpec) -> bool:
-    """True when this job is to send the first request; False when a hub has sent it. A cancel holds
-    the claim only while it takes a waiting job out of the queue, and this one is running: wait for the
-    cancel to give it back (it then interrupts the command instead)."""
+    """True when this job is to send the first request; False when a hub has sent it. A passing
+    claim (``_passing``) is waited for. (Should it never be given back, a hub died deciding: the job
+    supervises as if the hub had sent the request, and sends it again after the retry interval.)"""
     deadline = time.monotonic() + _CANCEL_CLAIM_WAIT_S
     while True:
         if dispatch.claim(conn, spec.id, dispatch.BY_JOB):
             return True
         holder = conn.hget(keys.execution(spec.id), "dispatcher")
-        if holder is not None and as_text(holder) != dispatch.BY_CANCEL:
+        if holder is not None and not _passing(as_text(holder)):
             return False
         if time.monotonic() > deadline:
             return False

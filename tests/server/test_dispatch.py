@@ -333,6 +333,20 @@ def test_a_job_waits_for_a_cancel_to_give_the_claim_back(conn: redis.Redis) -> N
     assert conn.hget(keys.execution("c1"), "dispatcher") == b"job"
 
 
+def test_a_job_waits_while_the_hub_decides(conn: redis.Redis, worker: SupervisorWorker) -> None:
+    """A worker may take the job the instant it is enqueued, before the hub that created the execution
+    has decided to send its request: the hub's pending claim, taken with the record, holds the job
+    back (no second request, no extra hop), and a decline gives it to the job."""
+    pending = dispatch.pending_claim(HUB)
+    executions.create(conn, [spec("c1")], claimed={"c1"}, claim=pending)
+    assert not dispatch.claim(conn, "c1", dispatch.BY_JOB)
+    # The agent is not online: the hub declines, and the waiting job takes the claim.
+    declined = threading.Timer(0.2, dispatch.dispatch_by_hub, (conn, spec("c1"), HUB, pending))
+    declined.start()
+    assert jobs._claim_first_request(conn, spec("c1"))
+    assert conn.hget(keys.execution("c1"), "dispatcher") == b"job"
+
+
 def test_a_lost_worker_is_noticed_from_the_hubs_send_on(conn: redis.Redis, worker: SupervisorWorker) -> None:
     online(conn, "agent-1")
     create(conn, [spec("c1")], {"agent-1"})
