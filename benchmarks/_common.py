@@ -421,14 +421,39 @@ class ClientResult:
     closed: str = ""
     first_ns: int = 0
     last_ns: int = 0
+    #: The extensions the connection negotiated ("permessage-deflate" or "").
+    extensions: str = ""
+    #: Bytes the socket delivered after DASHBOARD_READY (WebSocket frames as on the wire, compressed
+    #: when the connection negotiated deflate), and the size of the messages they carried.
+    wire_bytes: int = 0
+    message_bytes: int = 0
+
+
+class _CountingConnection(ClientConnection):
+    """A client connection that counts the bytes its socket delivers."""
+
+    wire_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.wire_bytes += len(data)
+        super().data_received(data)
+
+
+#: ``compression`` of the dashboard clients: None (the TUI's, no deflate) or "deflate" (what a
+#: client of the ``websockets`` library offers by default).
+COMPRESSIONS: dict[str, str | None] = {"none": None, "deflate": "deflate"}
 
 
 class _Client:
-    def __init__(self, ws_url: str, token: str, commands: set[str], latency: bool) -> None:
+    def __init__(
+        self, ws_url: str, token: str, commands: set[str], latency: bool, compression: str | None = None
+    ) -> None:
         self.ws_url = ws_url
         self.token = token
         self.commands = commands
         self.latency = latency
+        self.compression = compression
+        self.wire_base = 0
         #: command id -> per-sequence receive counts
         self.seen: dict[str, bytearray] = {c: bytearray() for c in commands}
         self.latencies = array.array("d")
@@ -439,16 +464,20 @@ class _Client:
         self.ws: ClientConnection | None = None
 
     async def connect(self) -> None:
-        # The TUI's connection options (no deflate), with room for slow start-up.
+        # The TUI's connection options (no deflate, unless asked for), with room for slow start-up.
+        options = CONNECT_OPTIONS | {"max_size": None, "open_timeout": 30, "compression": self.compression}
         self.ws = await connect(
             self.ws_url + "/ws/dashboard",
             additional_headers={"Authorization": f"Bearer {self.token}"},
-            **(CONNECT_OPTIONS | {"max_size": None, "open_timeout": 30}),
+            create_connection=_CountingConnection,
+            **options,
         )
+        self.result.extensions = ",".join(e.name for e in self.ws.protocol.extensions)
         await self.ws.send(DashboardConnect().to_json())
         while True:
             message = parse_hub_to_dashboard(await asyncio.wait_for(self.ws.recv(), 30))
             if message.type == "DASHBOARD_READY":
+                self.wire_base = self.ws.wire_bytes  # type: ignore[attr-defined]
                 return
 
     async def run(self) -> None:
@@ -458,6 +487,7 @@ class _Client:
             async for frame in self.ws:
                 now_ns = time.time_ns()
                 r.frames += 1
+                r.message_bytes += len(frame)
                 # The measuring instrument reads the frames with the C JSON parser, not the protocol
                 # models: the TUI's own parsing is measured by tui_streaming.py, and five clients
                 # validating 25,000 events/s took half a core from the hub under test on 2 cores.
@@ -511,6 +541,8 @@ class _Client:
             seen = self.seen.get(command_id, bytearray())
             lost += sum(1 for s in range(count) if s >= len(seen) or not seen[s])
         r.lost = lost
+        if self.ws is not None:
+            r.wire_bytes = self.ws.wire_bytes - self.wire_base  # type: ignore[attr-defined]
         r.latencies_ms = array.array("d", sorted(self.latencies)).tobytes()
         r.scheduled_latencies_ms = array.array("d", sorted(self.scheduled)).tobytes()
         r.to_hub_ms = array.array("d", sorted(self.to_hub)).tobytes()
@@ -538,9 +570,9 @@ async def _probe(
 
 async def _dashboards_main(
     conn: Any, ws_url: str, token: str, count: int, commands: list[str], latency: bool,
-    probe: tuple[str, str, str] | None,
+    probe: tuple[str, str, str] | None, compression: str | None = None,
 ) -> None:  # fmt: skip
-    clients = [_Client(ws_url, token, set(commands), latency) for _ in range(count)]
+    clients = [_Client(ws_url, token, set(commands), latency, compression) for _ in range(count)]
     await asyncio.gather(*(c.connect() for c in clients))
     tasks = [asyncio.create_task(c.run()) for c in clients]
     loop = asyncio.get_running_loop()
@@ -579,27 +611,29 @@ async def _dashboards_main(
 
 def _dashboards_entry(
     conn: Any, ws_url: str, token: str, count: int, commands: list[str], latency: bool,
-    probe: tuple[str, str, str] | None,
+    probe: tuple[str, str, str] | None, compression: str | None = None,
 ) -> None:  # fmt: skip
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends this process
     use_uvloop()
-    asyncio.run(_dashboards_main(conn, ws_url, token, count, commands, latency, probe))
+    asyncio.run(_dashboards_main(conn, ws_url, token, count, commands, latency, probe, compression))
 
 
 class DashboardProcess:
     """``count`` dashboard clients in their own process (own CPU time, own event loop), so receive
     timestamps are not delayed by the agents' send loop. With ``probe`` (agent credentials), also an
-    idle agent connection that measures the hub's event-loop stalls by ping round trips."""
+    idle agent connection that measures the hub's event-loop stalls by ping round trips.
+    ``compression``: None (the TUI's option: no permessage-deflate) or "deflate" (the ``websockets``
+    library's default, which a hub with ``ws_compression_level`` > 0 accepts)."""
 
     def __init__(
         self, ws_url: str, token: str, count: int, commands: list[str], *, latency: bool,
-        probe: tuple[str, str, str] | None = None,
+        probe: tuple[str, str, str] | None = None, compression: str | None = None,
     ) -> None:  # fmt: skip
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
             target=_dashboards_entry,
-            args=(child, ws_url, token, count, commands, latency, probe),
+            args=(child, ws_url, token, count, commands, latency, probe, compression),
             daemon=True,
         )
         self.ping_rtts_ms: list[float] = []
@@ -705,9 +739,9 @@ class CpuSampler:
         return max(0.0, 100 * (_busy_seconds() - self._busy_start - ours) / wall)
 
 
-def other_load_metric(value: float) -> None:
+def other_load_metric(value: float, prefix: str = "") -> None:
     metric(
-        "cpu_other_processes",
+        f"{prefix}cpu_other_processes",
         value,
         "% of one core",
         f"~0: {'ok' if value < 10 else 'DISTURBED'} (CPU used meanwhile by processes outside this benchmark)",
