@@ -1,10 +1,12 @@
 """The hub's WebSocket transport: uvicorn's sans-I/O ``websockets`` protocol with a cheaper
 permessage-deflate, and a direct receive path for agent sockets.
 
-Every frame to a TUI that negotiated compression is deflated once per client; with zlib's default
-level that was the hub's largest single cost under streaming load (about 9 µs per event per
+Every frame to a client that negotiated compression is deflated once per client; with zlib's
+default level that was the hub's largest single cost under streaming load (about 9 µs per event per
 client). Level 1 compresses terminal output JSON nearly as well (about 4.2 times against 4.9) at half
-the CPU. ``ws_compression_level = 0`` turns compression off.
+the CPU, and still doubled the p99 latency of every client's lines with five deflating clients
+(docs/performance.md), so ``ws_compression_level`` is 0 by default: never negotiated. The TUI and
+the wrapper do not offer it; set it to 1 for clients on thin links.
 
 Direct receive: through ASGI, every frame an agent sends is a queued ``websocket.receive`` message
 that wakes the endpoint's task in the next turn of the event loop, and uvicorn pauses the socket's
