@@ -16,6 +16,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     "dispatch_latency",
+    "fleet_dispatch",
+    "emergency_stop",
     "output_latency",
     "saturation",
     "resources",

@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 
 import redis
+from redis.asyncio.client import Pipeline
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -424,17 +425,25 @@ async def _cancel_execution(hub: Hub, spec: ExecutionSpec, reason: EndReason, me
     status = await hub.redis.hget(keys.execution(spec.id), "status")
     if status is None or ExecutionStatus(as_text(status)).terminal:
         return "ended"
-    # Running: tell the job (it enforces the grace period) and the agent at once. The reason goes first,
-    # for the agent's report of the end to find.
-    await hub.redis.hset(keys.execution(spec.id), "cancel_reason", reason.value)
-    await lifecycle.signal(hub.redis, spec.id, lifecycle.cancel(reason, message))
-    await hub.send_to_agent(
-        spec.agent_id,
-        CommandCancel(
-            payload=CommandCancelPayload(command_id=spec.command_id, reason=message, end_reason=reason)
-        ),
-    )
+    pipe = hub.redis.pipeline(transaction=False)
+    _interrupt(pipe, spec, reason, message)
+    await pipe.execute()
     return "interrupting"
+
+
+def _interrupt(pipe: Pipeline, spec: ExecutionSpec, reason: EndReason, message: str) -> None:
+    """Queue the writes that interrupt a running execution: its reason first (for the agent's report
+    of the end to find), then the signal to its job (which ends it after the grace period should the
+    agent not confirm) and the COMMAND_CANCEL to its agent."""
+    signals = keys.execution_signals(spec.id)
+    pipe.hset(keys.execution(spec.id), "cancel_reason", reason.value)
+    pipe.rpush(signals, lifecycle.cancel(reason, message).encode())
+    # Should it have ended meanwhile, its list had an expiry that the push does not keep.
+    pipe.expire(signals, 2 * executions.MAX_COMMAND_SECONDS)
+    cancel = CommandCancel(
+        payload=CommandCancelPayload(command_id=spec.command_id, reason=message, end_reason=reason)
+    )
+    pipe.publish(keys.agent_channel(spec.agent_id), cancel.model_dump_json(by_alias=True))
 
 
 async def cancel_command(hub: Hub, actor: str, command_id: str, agent_id: str | None, reason: str) -> Command:
@@ -541,18 +550,20 @@ async def _cancel_running(hub: Hub, agent_id: str, reason: EndReason, message: s
 
 #: Cancels of an emergency stop in flight at once (each is a few Redis calls and a thread hop).
 EMERGENCY_STOP_FAN_OUT = 64
+#: The statuses of an execution on its agent.
+_RUNNING = frozenset({ExecutionStatus.DISPATCHED, ExecutionStatus.EXECUTING})
 #: How often an emergency stop looks whether the executions it interrupted have ended.
 SETTLE_POLL_S = 0.02
 
 
-def _open_specs(conn: redis.Redis, agent_ids: list[str]) -> list[ExecutionSpec]:
-    specs: list[ExecutionSpec] = []
+def _open_executions(conn: redis.Redis, agent_ids: list[str]) -> list[tuple[ExecutionSpec, ExecutionStatus]]:
+    found: list[tuple[ExecutionSpec, ExecutionStatus]] = []
     for agent_id in agent_ids:
         for execution_id in executions.open_executions(conn, agent_id):
-            found = executions.load(conn, execution_id)
-            if found is not None:
-                specs.append(found[0])
-    return specs
+            loaded = executions.load(conn, execution_id)
+            if loaded is not None:
+                found.append((loaded[0], ExecutionStatus(loaded[1]["status"])))
+    return found
 
 
 async def _wait_settled(hub: Hub, specs: list[ExecutionSpec], seconds: float) -> int:
@@ -582,25 +593,32 @@ async def emergency_stop(
     started = time.monotonic()
     message = reason or f"emergency stop by {actor}"
     agent_ids = [row.id for row in await hub.agents.all_rows()]
-    specs = await asyncio.to_thread(_open_specs, hub.redis_sync, agent_ids)
+    found = await asyncio.to_thread(_open_executions, hub.redis_sync, agent_ids)
+    running = [spec for spec, status in found if status in _RUNNING]
+    waiting = [spec for spec, status in found if status not in _RUNNING and not status.terminal]
+    # Every running one at once, in one round trip: the agents start killing while the rest is done.
+    pipe = hub.redis.pipeline(transaction=False)
+    for spec in running:
+        _interrupt(pipe, spec, EndReason.EMERGENCY_STOP, message)
+    await pipe.execute()
+    # Then the waiting ones leave their queues (one that started meanwhile is interrupted).
     gate = asyncio.Semaphore(EMERGENCY_STOP_FAN_OUT)
 
     async def stop(spec: ExecutionSpec) -> str:
         async with gate:
             return await _cancel_execution(hub, spec, EndReason.EMERGENCY_STOP, message)
 
-    outcomes = await asyncio.gather(*(stop(spec) for spec in specs))
-    interrupted = [spec for spec, outcome in zip(specs, outcomes, strict=True) if outcome == "interrupting"]
+    outcomes = await asyncio.gather(*(stop(spec) for spec in waiting))
+    interrupted = running + [s for s, o in zip(waiting, outcomes, strict=True) if o == "interrupting"]
+    dequeued = [s for s, o in zip(waiting, outcomes, strict=True) if o == "dequeued"]
     unsettled = await _wait_settled(hub, interrupted, hub.settings.cancel_grace_s + 2.0)
     duration_ms = int((time.monotonic() - started) * 1000)
-    agents_touched = {
-        spec.agent_id for spec, outcome in zip(specs, outcomes, strict=True) if outcome != "ended"
-    }
-    await publish_queues(hub, agents_touched)
+    # An end the agent reported announced its queue already; a dequeued one's is announced here.
+    await asyncio.gather(*(publish_queues(hub, {agent_id}) for agent_id in {s.agent_id for s in dequeued}))
     result = EmergencyStopResult(
         cancelled_running=len(interrupted),
-        cleared_queued=sum(1 for outcome in outcomes if outcome == "dequeued"),
-        agents=len(agents_touched),
+        cleared_queued=len(dequeued),
+        agents=len({spec.agent_id for spec in [*interrupted, *dequeued]}),
         duration_ms=duration_ms,
         unsettled=unsettled,
     )

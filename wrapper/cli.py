@@ -208,7 +208,10 @@ async def _run(client: AgentClient) -> int:
             loop.add_signal_handler(sig, main.cancel)
     try:
         # Before the hub hears from this agent: what a previous run left running goes first.
-        from wrapper.process import end_left_over_groups
+        from wrapper.process import become_subreaper, end_left_over_groups
+
+        if not become_subreaper():
+            log.debug("not a subreaper: the commands' orphans go to init")
 
         await asyncio.to_thread(end_left_over_groups, client.executor.state)
         return await client.run_forever()

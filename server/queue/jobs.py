@@ -227,11 +227,11 @@ def _supervise(
                 return SupervisionOutcome.DONE
             if signal.kind is SignalKind.ACK:
                 acked = True
-            elif signal.reason is not None:
-                if cancel is None:
-                    cancel = (signal.reason, signal.message)
-                    grace_deadline = now + settings.cancel_grace_s
-                send_cancel(signal.reason, signal.message)
+            elif signal.reason is not None and cancel is None:
+                # The hub that signalled has sent the agent its COMMAND_CANCEL with it: this job
+                # only keeps the grace period.
+                cancel = (signal.reason, signal.message)
+                grace_deadline = now + settings.cancel_grace_s
             continue
         current = executions.load(conn, spec.id)
         if current is None or ExecutionStatus(current[1]["status"]).terminal:

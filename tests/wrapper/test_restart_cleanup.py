@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -327,3 +328,44 @@ async def test_active_commands_name_the_running_then_the_recently_finished(tmp_p
         assert done.command_id not in named
     finally:
         await executor.shutdown()
+
+
+SUBREAPER_SCRIPT = """
+import os, signal, subprocess, sys, time
+import psutil
+from wrapper.process import become_subreaper, group_has_members, group_members
+
+assert become_subreaper()
+shell = subprocess.Popen(["bash", "-c", "sleep 30 & sleep 30 & wait"], start_new_session=True)
+deadline = time.monotonic() + float(sys.argv[1])
+while len(group_members(shell.pid)) < 3:
+    assert time.monotonic() < deadline, "bash and its sleeps"
+    time.sleep(0.01)
+sleeps = [p for p in group_members(shell.pid) if p.pid != shell.pid]
+os.kill(shell.pid, signal.SIGKILL)
+shell.wait()
+# The shell's orphans are this process's children now, not init's.
+while any(p.ppid() != os.getpid() for p in sleeps):
+    assert time.monotonic() < deadline, "the orphans to be ours"
+    time.sleep(0.01)
+os.killpg(shell.pid, signal.SIGKILL)
+while group_has_members(shell.pid):
+    assert time.monotonic() < deadline, "the group to be gone"
+    time.sleep(0.01)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_CHILD_SUBREAPER is Linux's")
+def test_the_orphans_of_a_command_are_the_wrappers_to_reap(tmp_path: Path) -> None:
+    """Whatever init does with orphans (some container inits reap every 1.5 s), the processes a
+    command's shell leaves are the wrapper's children, reaped by it, so their group is gone as soon
+    as they are: no look through the process table while waiting for it."""
+    done = subprocess.run(
+        [sys.executable, "-c", SUBREAPER_SCRIPT, str(timeout(10))],
+        capture_output=True,
+        text=True,
+        timeout=timeout(30),
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
