@@ -25,6 +25,7 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.timeouts import TimerDeathPenalty
+from rq.utils import now
 
 from server import keys
 from server.redis_embedded import ensure_redis_url
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: A worker the pool added for a burst quits after this many seconds without a job.
 EXTRA_IDLE_S = 120
+#: An added worker's RQ maintenance interval: in effect never (the pool's own workers do it).
+EXTRA_MAINTENANCE_S = 7 * 24 * 3600
 #: Workers in one process at most: far above any fleet a hub accepts; a guard against a runaway.
 MAX_WORKERS = 10_000
 
@@ -116,6 +119,12 @@ class WorkerPool:
         conn = redis.Redis.from_url(self.url, health_check_interval=30)
         worker = SupervisorWorker([Queue(keys.COMMAND_QUEUE, connection=conn)], connection=conn)
         worker.pool = self
+        if extra:
+            # RQ's maintenance (cleaning the registries of every queue and rate limit) runs at a
+            # worker's birth and every 10 minutes, one worker at a time but each in full: a burst of
+            # 500 new workers ran it 500 times in a row. The pool's own workers keep doing it.
+            worker.last_cleaned_at = now()  # type: ignore[assignment]  # RQ's own annotation is None
+            worker.maintenance_interval = EXTRA_MAINTENANCE_S
         thread = threading.Thread(
             target=self._work,
             args=(worker, extra),
