@@ -204,9 +204,12 @@ def _supervise(
             ).to_json(),
         )
 
+    last_beat = time.monotonic()
     while True:
-        conn.zadd(keys.SUPERVISED, {spec.id: now_ms()})
         now = time.monotonic()
+        if now - last_beat >= _AGENT_CHECK_S:  # signals coming thick and fast: beat all the same
+            conn.zadd(keys.SUPERVISED, {spec.id: now_ms()})
+            last_beat = now
         wakeups = [next_agent_check]
         if not acked and cancel is None:
             wakeups.append(last_send + settings.dispatch_retry_s)
@@ -233,8 +236,15 @@ def _supervise(
                 cancel = (signal.reason, signal.message)
                 grace_deadline = now + settings.cancel_grace_s
             continue
-        current = executions.load(conn, spec.id)
-        if current is None or ExecutionStatus(current[1]["status"]).terminal:
+        # One round trip a wake (a few hundred jobs wake every 2 s): the beat that tells the hubs this
+        # job lives, whether the execution ended without a signal reaching it, whether the agent is on.
+        pipe = conn.pipeline(transaction=False)
+        pipe.zadd(keys.SUPERVISED, {spec.id: now_ms()})
+        pipe.hget(keys.execution(spec.id), "status")
+        pipe.zscore(keys.ONLINE_AGENTS, spec.agent_id)
+        _, status, seen = pipe.execute()
+        last_beat = now
+        if status is None or ExecutionStatus(as_text(status)).terminal:
             return SupervisionOutcome.DONE
         if deadline is not None and cancel is None and now >= deadline:
             cancel = (EndReason.TIME_LIMIT, f"time limit of {spec.time_limit_ms} ms reached")
@@ -254,8 +264,7 @@ def _supervise(
             return SupervisionOutcome.CANCELLED
         if now >= next_agent_check:
             next_agent_check = now + _AGENT_CHECK_S
-            online = conn.zscore(keys.ONLINE_AGENTS, spec.agent_id) is not None
-            if online:
+            if seen is not None:
                 offline_since = None
             else:
                 offline_since = offline_since or now
