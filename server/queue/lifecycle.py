@@ -24,9 +24,8 @@ import redis.asyncio as aioredis
 from server import keys
 from server.events import encode
 from server.queue.scripts import ADVANCE_STATUS
-from shared.api import ChangeSet
 from shared.enums import EndReason, ExecutionStatus
-from shared.protocol import CommandStatus, CommandStatusPayload
+from shared.protocol import CommandCompletePayload, CommandStatus, CommandStatusPayload
 
 
 class ExecutionRef(Protocol):
@@ -164,25 +163,20 @@ def executing(ref: ExecutionRef, at: int) -> Transition:
     return Transition(ref.id, ExecutionStatus.EXECUTING, event)
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
-    """What the agent's COMMAND_COMPLETE says of the end."""
-
-    status: ExecutionStatus
-    reason: EndReason
-    error: str | None
-    tokens_used: int = 0
-    cost_usd: float = 0.0
-    output_lines: int | None = None
-    changes: ChangeSet | None = None
-
-
-def reported(ref: ExecutionRef, report: Report, started_at: int | None, at: int) -> Transition:
-    """The agent reported the end (COMMAND_COMPLETE)."""
+def reported(
+    ref: ExecutionRef,
+    report: CommandCompletePayload,
+    status: ExecutionStatus,
+    reason: EndReason,
+    started_at: int | None,
+    at: int,
+) -> Transition:
+    """The agent reported the end (COMMAND_COMPLETE); ``status`` and ``reason`` are what the hub made
+    of it (a cancel's reason when the agent gave none)."""
     event = _event(
         ref,
-        report.status,
-        end_reason=report.reason,
+        status,
+        end_reason=reason,
         error=report.error,
         completed_at=at,
         started_at=started_at,
@@ -192,7 +186,7 @@ def reported(ref: ExecutionRef, report: Report, started_at: int | None, at: int)
         changes=report.changes,
     )
     fields = {
-        "end_reason": report.reason.value,
+        "end_reason": reason.value,
         "error": report.error or "",
         "completed_at": at,
         # Kept with the status so a read before the store catches up is whole.
@@ -201,7 +195,7 @@ def reported(ref: ExecutionRef, report: Report, started_at: int | None, at: int)
         "output_lines": report.output_lines or 0,
         "changes": report.changes.model_dump_json(by_alias=True) if report.changes is not None else "",
     }
-    return Transition(ref.id, report.status, event, fields)
+    return Transition(ref.id, status, event, fields)
 
 
 def ended_by_hub(

@@ -450,17 +450,8 @@ class AgentSession:
             else:
                 reason = EndReason.FINISHED if status is ExecutionStatus.COMPLETED else EndReason.ERROR
         started = int(state[b"started_at"]) if state.get(b"started_at") else None
-        report = lifecycle.Report(
-            status=status,
-            reason=reason,
-            error=p.error,
-            tokens_used=p.tokens_used,
-            cost_usd=p.cost_usd,
-            output_lines=p.output_lines,
-            changes=p.changes,
-        )
         ref = lifecycle.Ref(execution_id, p.command_id, self.agent_id)
-        ending = lifecycle.reported(ref, report, started, now_ms())
+        ending = lifecycle.reported(ref, p, status, reason, started, now_ms())
         applied = await lifecycle.apply(hub.redis, ending, hub.settings.event_stream_maxlen)
         if applied:
             await lifecycle.signal(hub.redis, execution_id, lifecycle.DONE)
